@@ -1,0 +1,65 @@
+"""The one error hierarchy of fx_upscale, and how errors name the FX node they are about.
+
+Every error raised on bad input derives from :class:`UpscaleError`; each message says what went wrong,
+where (node name, op, target, source line), why, and how to fix it.
+"""
+from __future__ import annotations
+
+import torch.fx as fx
+
+
+class UpscaleError(Exception):
+    """Base class of every error fx_upscale raises on bad input."""
+
+
+class SpecError(UpscaleError, ValueError):
+    """A PruneSpec (or a mask request) that does not fit the model."""
+
+
+class TracingError(UpscaleError):
+    """The model could not be turned into an FX graph."""
+
+
+class UnsupportedOpError(UpscaleError):
+    """An op in a segment being pruned that the op registry cannot map channels through."""
+
+
+class UnsupportedGraphError(UpscaleError):
+    """A graph structure fx_upscale cannot export exactly."""
+
+
+_LIBRARY_FRAMES = ("/torch/fx/", "/torch/nn/modules/module.py", "/torch/_dynamo/")
+
+
+def describe_node(node: fx.Node) -> str:
+    """``node 'add_1' (call_function operator.add) at model.py:42`` — for error messages."""
+    target = _target_name(node)
+    where = source_line(node)
+    text = f"node {node.name!r} ({node.op} {target})"
+    return f"{text} at {where}" if where else text
+
+
+def source_line(node: fx.Node) -> str | None:
+    """The last user-code line of the node's recorded stack trace, as ``file:line``, if one was recorded."""
+    trace = node.meta.get("stack_trace")
+    if not trace:
+        return None
+    lines = [line.strip() for line in trace.strip().splitlines() if line.strip().startswith("File ")]
+    lines = [line for line in lines if not any(part in line for part in _LIBRARY_FRAMES)] or lines
+    if not lines:
+        return None
+    # 'File "/path/model.py", line 42, in forward'
+    parts = lines[-1].split('"')
+    if len(parts) < 3:
+        return None
+    line_no = parts[2].split(",")[1].strip().removeprefix("line ")
+    return f"{parts[1]}:{line_no}"
+
+
+def _target_name(node: fx.Node) -> str:
+    target = node.target
+    if isinstance(target, str):
+        return target
+    module = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
+    return f"{module}.{name}" if module else name

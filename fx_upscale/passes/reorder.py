@@ -1,0 +1,127 @@
+"""ChannelReorderPass: apply a ChannelPlan to the GraphModule it was planned on.
+
+What it does, in order: reslice every parameter and buffer the plan names (rows of producers, columns of consumers,
+per-channel tensors), set module attributes (``in_channels``, ``num_features`` ...) and node arguments (functional
+``groups``) to the new sizes, and insert one ``torch.narrow`` or ``torch.index_select`` node in front of every
+consumer that does not read its whole input (consumers needing the same gather share one node). Inserted nodes carry
+``node.meta["upscale"]``. The plan's fingerprint is recorded on the output node, so a second run is a no-op that
+reports ``modified=False``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.passes.infra.pass_base import PassBase, PassResult
+
+from ..errors import UnsupportedGraphError
+from ..ordering import Full, Gather, Narrow
+from ..planning import ChannelPlan, ConsumerAccess, ParamSlice
+
+INDEX_PREFIX = "_upscale_index_"
+
+
+class ChannelReorderPass(PassBase):
+    """Physically prune and reorder channels as ``plan`` says."""
+
+    def __init__(self, plan: ChannelPlan) -> None:
+        super().__init__()
+        self.plan = plan
+        self.fingerprint = hash((plan.mode, plan.param_slices, plan.attr_updates, plan.arg_updates, plan.accesses))
+
+    def call(self, graph_module: fx.GraphModule) -> PassResult:
+        if self._already_applied(graph_module):
+            return PassResult(graph_module, False)
+        self.requires(graph_module)
+        with torch.no_grad():
+            for param_slice in self.plan.param_slices:
+                _reslice(graph_module, param_slice)
+        for update in self.plan.attr_updates:
+            setattr(graph_module.get_submodule(update.module), update.attr, update.value)
+        nodes = {node.name: node for node in graph_module.graph.nodes}
+        for arg in self.plan.arg_updates:
+            node = nodes[arg.node]
+            node.update_arg(arg.index, arg.value) if len(node.args) > arg.index else node.update_kwarg(
+                arg.keyword, arg.value
+            )
+        _insert_accesses(graph_module, nodes, self.plan.accesses)
+        self._output(graph_module).meta.setdefault("upscale", {}).setdefault("applied", []).append(self.fingerprint)
+        graph_module.recompile()
+        return PassResult(graph_module, True)
+
+    def requires(self, graph_module: fx.GraphModule) -> None:
+        """The plan must fit this graph: every node it names exists and every tensor it slices has its old size."""
+        names = {node.name for node in graph_module.graph.nodes}
+        missing = sorted({access.node for access in self.plan.accesses} - names)
+        if missing:
+            raise UnsupportedGraphError(f"the plan names nodes {missing[:5]} that this graph does not have; "
+                                        "plan and apply on the same GraphModule")
+        for param_slice in self.plan.param_slices:
+            tensor = _fetch(graph_module, param_slice.name)
+            if tensor.shape[param_slice.axis] != param_slice.size_before:
+                raise UnsupportedGraphError(
+                    f"{param_slice.name} has {tensor.shape[param_slice.axis]} channels on axis {param_slice.axis}, "
+                    f"the plan expects {param_slice.size_before}; plan and apply on the same GraphModule"
+                )
+
+    def _already_applied(self, graph_module: fx.GraphModule) -> bool:
+        return self.fingerprint in self._output(graph_module).meta.get("upscale", {}).get("applied", ())
+
+    @staticmethod
+    def _output(graph_module: fx.GraphModule) -> fx.Node:
+        return next(node for node in reversed(graph_module.graph.nodes) if node.op == "output")
+
+
+def _fetch(graph_module: fx.GraphModule, qualname: str) -> torch.Tensor:
+    module_name, _, leaf = qualname.rpartition(".")
+    return getattr(graph_module.get_submodule(module_name), leaf)
+
+
+def _reslice(graph_module: fx.GraphModule, param_slice: ParamSlice) -> None:
+    module_name, _, leaf = param_slice.name.rpartition(".")
+    owner = graph_module.get_submodule(module_name)
+    old = getattr(owner, leaf)
+    index = torch.tensor(param_slice.indices, dtype=torch.long, device=old.device)
+    new = old.detach().index_select(param_slice.axis, index).clone()
+    if isinstance(old, nn.Parameter):
+        setattr(owner, leaf, nn.Parameter(new, requires_grad=old.requires_grad))
+    else:
+        setattr(owner, leaf, new)  # a registered buffer stays registered
+
+
+def _insert_accesses(graph_module: fx.GraphModule, nodes: dict[str, fx.Node], accesses) -> None:
+    device = next((p.device for p in graph_module.parameters()), torch.device("cpu"))
+    shared: dict[tuple[str, tuple[int, ...]], fx.Node] = {}
+    for access in accesses:
+        if isinstance(access.access, Full):
+            continue
+        consumer, source = nodes[access.node], nodes[access.source]
+        key = (access.source, _expanded(access))
+        reader = shared.get(key)
+        if reader is None:
+            with graph_module.graph.inserting_before(consumer):
+                reader = _reader_node(graph_module, source, access, device, len(shared))
+            if isinstance(access.access, Gather):
+                shared[key] = reader
+        consumer.replace_input_with(source, reader)
+
+
+def _reader_node(graph_module: fx.GraphModule, source: fx.Node, access: ConsumerAccess, device, count: int):
+    graph = graph_module.graph
+    if isinstance(access.access, Narrow):
+        start, length = access.access.start * access.repeat, access.access.length * access.repeat
+        node = graph.call_function(torch.narrow, (source, access.axis, start, length))
+    else:
+        name = f"{INDEX_PREFIX}{count}"
+        while hasattr(graph_module, name):
+            name += "_"
+        graph_module.register_buffer(name, torch.tensor(_expanded(access), dtype=torch.long, device=device))
+        node = graph.call_function(torch.index_select, (source, access.axis, graph.get_attr(name)))
+    node.meta["upscale"] = {"access": type(access.access).__name__.lower(), "consumer": access.node}
+    return node
+
+
+def _expanded(access: ConsumerAccess) -> tuple[int, ...]:
+    if isinstance(access.access, Gather):
+        return tuple(i * access.repeat + k for i in access.access.indices for k in range(access.repeat))
+    return ()

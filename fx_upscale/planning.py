@@ -1,0 +1,361 @@
+"""Planning: from the channel analysis and an export mode to a :class:`ChannelPlan` the passes apply.
+
+Per segment (see ``segments.py``), the planner decides
+
+1. which channel classes are *kept*: those some consumer needs, plus the pinned ones (graph inputs, channels read by
+   a barrier such as the graph output). Mode ``constrained`` keeps a class only if *every* consumer reading it needs
+   it, so all consumers read their whole input (no copies, possibly more channels dropped than asked);
+2. the order of each unit of channels (``ordering.py``): the original order (modes ``baseline`` and ``constrained``)
+   or a reordering that minimises copies (mode ``upscale``);
+3. each consumer's access — :class:`~fx_upscale.ordering.Full`, ``Narrow`` or ``Gather`` — and its weight columns.
+
+The plan is a frozen value: parameter slices, module attribute updates, node argument updates, and consumer
+accesses, all named by qualified parameter / module / FX node names. Start reading at :func:`plan_channels`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+from . import registry as r
+from .channels import ChannelAnalysis, Read
+from .errors import SpecError, UnsupportedOpError, describe_node
+from .ordering import Access, Block, Full, Gather, Narrow, OrderProblem, Reader, choose_access, choose_orders
+from .ordering import physical_layout
+from .segments import Segment
+
+Mode = Literal["upscale", "baseline", "constrained"]
+MODES = ("upscale", "baseline", "constrained")
+
+
+@dataclass(frozen=True)
+class ParamSlice:
+    """Keep ``indices`` (in this order) of parameter or buffer ``name`` along ``axis``."""
+
+    name: str
+    axis: int
+    indices: tuple[int, ...]
+    size_before: int
+
+
+@dataclass(frozen=True)
+class AttrUpdate:
+    module: str
+    attr: str
+    value: int
+
+
+@dataclass(frozen=True)
+class ArgUpdate:
+    node: str
+    index: int
+    keyword: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class ConsumerAccess:
+    """How consumer ``node`` reads its input ``source``: positions of the source's physical layout."""
+
+    node: str
+    source: str
+    axis: int
+    repeat: int  # features per channel (after flatten)
+    access: Access
+    columns: tuple[int, ...]  # original input channels read, in physical order
+    copied_elements: int  # elements its gather copies per forward at the example inputs (0 if shared)
+    shared_with: str | None = None  # an earlier consumer whose identical gather it reuses
+    needed: int = 0  # channels it needs (non-zero columns of non-zero inputs)
+    available: int = 0  # channels its input carries after pruning
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    index: int
+    producers: tuple[str, ...]
+    consumers: tuple[ConsumerAccess, ...]
+    channels: int  # channel classes in the segment
+    kept: int
+    extra_pruned: int  # classes a consumer needed but mode "constrained" dropped
+    frozen_by: tuple[str, ...] = ()  # unknown ops whose channels were kept (on_unsupported="freeze")
+
+
+@dataclass(frozen=True)
+class ChannelPlan:
+    mode: str
+    segments: tuple[SegmentPlan, ...]
+    physical: Mapping[str, tuple[int, ...]]  # node -> kept original channels of its output, in physical order
+    param_slices: tuple[ParamSlice, ...]
+    attr_updates: tuple[AttrUpdate, ...]
+    arg_updates: tuple[ArgUpdate, ...] = field(default=())
+
+    @property
+    def accesses(self) -> tuple[ConsumerAccess, ...]:
+        return tuple(access for segment in self.segments for access in segment.consumers)
+
+
+def plan_channels(
+    analysis: ChannelAnalysis, segments: tuple[Segment, ...], mode: str, on_unsupported: str = "raise"
+) -> ChannelPlan:
+    """The :class:`ChannelPlan` for ``mode`` over every segment."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if on_unsupported not in ("raise", "freeze"):
+        raise ValueError(f"on_unsupported must be 'raise' or 'freeze', not {on_unsupported!r}")
+    physical: dict[str, tuple[int, ...]] = {}
+    segment_plans = []
+    owners_of: dict[int, set[str]] = {}
+    for i, owner in analysis.owner.items():
+        owners_of.setdefault(analysis.class_of[i], set()).add(owner)
+    reads_of: dict[str, list[Read]] = {}
+    for read in analysis.reads:
+        reads_of.setdefault(read.source, []).append(read)
+    for segment in segments:
+        reads = [read for name in segment.tensors for read in reads_of.get(name, ())]
+        planner = _SegmentPlanner(analysis, segment, mode, on_unsupported, owners_of, reads)
+        segment_plans.append(planner.plan())
+        physical.update(planner.physical)
+    slices, attrs, args = _parameter_updates(analysis, physical, segment_plans)
+    return ChannelPlan(mode, tuple(segment_plans), physical, slices, attrs, args)
+
+
+class _SegmentPlanner:
+    def __init__(
+        self,
+        analysis: ChannelAnalysis,
+        segment: Segment,
+        mode: str,
+        on_unsupported: str,
+        owners_of: Mapping[int, set[str]],
+        reads: list[Read],
+    ) -> None:
+        self.analysis, self.segment, self.mode = analysis, segment, mode
+        self.on_unsupported, self.owners_of = on_unsupported, owners_of
+        self.reads = reads
+        self.consumer_reads = [read for read in self.reads if read.consumer]
+        self.physical: dict[str, tuple[int, ...]] = {}
+
+    def plan(self) -> SegmentPlan:
+        frozen_by = self._check_barriers()
+        kept_free = self._kept("upscale")
+        kept = kept_free if self.mode != "constrained" else self._revive_producers(self._kept("constrained"), kept_free)
+        problem, position_maps = self._order_problem(kept)
+        orders = choose_orders(problem) if self.mode == "upscale" else problem.units
+        layouts = {}
+        for index, name in enumerate(self.segment.tensors):
+            layout = physical_layout(problem.tensors[index], orders, problem.pinned)
+            layouts[name] = layout
+            self.physical[name] = tuple(position_maps[name][p] for p in layout)
+        self._check_producers()
+        consumers = self._consumer_accesses(layouts, position_maps)
+        producers = tuple(o for o in self.segment.owners if isinstance(self.analysis.roles[o], r.Weighted))
+        return SegmentPlan(
+            self.segment.index, producers, consumers, len(self.segment.classes), len(kept),
+            len(kept_free - kept), frozen_by,
+        )  # fmt: skip
+
+    # -- what is kept ------------------------------------------------------------------------------------------
+
+    def _classes_read(self, read: Read, only_needed: bool) -> set[int]:
+        classes = self.analysis.classes(read.source)
+        return {c for c, need in zip(classes, read.needed) if need or not only_needed}
+
+    def _pinned(self) -> set[int]:
+        pinned = {self.analysis.class_of[i] for i in self.analysis.frozen} & set(self.segment.classes)
+        for read in self.reads:
+            if not read.consumer:
+                pinned |= self._classes_read(read, only_needed=False)
+        return pinned
+
+    def _kept(self, mode: str) -> frozenset[int]:
+        kept = self._pinned()
+        if mode != "constrained":
+            for read in self.consumer_reads:
+                kept |= self._classes_read(read, only_needed=True)
+            return frozenset(kept)
+        vetoed: set[int] = set()
+        for read in self.consumer_reads:
+            needed = self._classes_read(read, only_needed=True)
+            kept |= needed
+            vetoed |= self._classes_read(read, only_needed=False) - needed
+        return frozenset(kept - (vetoed - self._pinned()))
+
+    def _revive_producers(self, kept: frozenset[int], kept_free: frozenset[int]) -> frozenset[int]:
+        """Constrained mode must not delete a producer outright: keep what its consumers need of it.
+
+        Consumers that do not need those channels read them through zero weight columns, so no copy is added.
+        """
+        revived = set(kept)
+        for owner in self.segment.owners:
+            if isinstance(self.analysis.roles[owner], r.Weighted):
+                classes = set(self.analysis.classes(owner))
+                if not classes & kept:
+                    revived |= classes & kept_free
+        return frozenset(revived)
+
+    # -- barriers -----------------------------------------------------------------------------------------------
+
+    def _is_pruned(self) -> bool:
+        if any(not all(read.needed) for read in self.consumer_reads):
+            return True
+        return any(any(self.analysis.zeros[owner]) for owner in self.segment.owners if owner in self.analysis.zeros)
+
+    def _check_barriers(self) -> tuple[str, ...]:
+        barriers = [read.reader for read in self.reads if read.reader in self.analysis.barriers]
+        barriers = list(dict.fromkeys(barriers))
+        if not barriers or not self._is_pruned():
+            return ()
+        if self.on_unsupported == "freeze":
+            return tuple(barriers)
+        node = self.analysis.nodes[barriers[0]]
+        raise UnsupportedOpError(
+            f"{describe_node(node)} is in a segment being pruned, and fx_upscale cannot map channels through it "
+            f"({self.analysis.barriers[node.name]}). Fix: pass on_unsupported='freeze' to keep every channel that "
+            "crosses it, make it a leaf module, or register a handler for this op"
+        )
+
+    # -- orders -------------------------------------------------------------------------------------------------
+
+    def _order_problem(self, kept: frozenset[int]) -> tuple[OrderProblem, dict[str, dict]]:
+        unit_of, unit_classes = self._units()
+        pinned = {unit_of[c] for c in self._pinned()}
+        tensors, position_maps = [], {}
+        for name in self.segment.tensors:
+            blocks, positions, invalid = self._blocks(name, unit_of, unit_classes, kept)
+            pinned |= invalid
+            tensors.append(tuple(blocks))
+            position_maps[name] = positions
+        units = tuple(tuple(c for c in classes if c in kept) for classes in unit_classes)
+        readers = []
+        tensor_index = {name: index for index, name in enumerate(self.segment.tensors)}
+        for read in self.consumer_reads:
+            needed = self._needed_positions(read, position_maps[read.source], kept)
+            readers.append(Reader(tensor_index[read.source], needed, read.elements_per_channel))
+        return OrderProblem(units, frozenset(pinned), tuple(tensors), tuple(readers)), position_maps
+
+    def _units(self) -> tuple[dict[int, int], list[list[int]]]:
+        """Units: classes with the same set of owners travel together."""
+        owners_of = self.owners_of
+        unit_index: dict[frozenset[str], int] = {}
+        unit_of, unit_classes = {}, []
+        for c in self.segment.classes:
+            key = frozenset(owners_of[c])
+            if key not in unit_index:
+                unit_index[key] = len(unit_classes)
+                unit_classes.append([])
+            unit_of[c] = unit_index[key]
+            unit_classes[unit_of[c]].append(c)
+        return unit_of, unit_classes
+
+    def _blocks(self, name: str, unit_of: dict, unit_classes: list, kept: frozenset[int]):
+        """Split a tensor into runs of one unit each; a run holding part of a unit pins that unit."""
+        classes = self.analysis.classes(name)
+        runs: list[list[int]] = []
+        seen: set[int] = set()
+        for position, c in enumerate(classes):
+            if not runs or unit_of[classes[runs[-1][0]]] != unit_of[c] or c in seen:
+                runs.append([])
+                seen = set()
+            runs[-1].append(position)
+            seen.add(c)
+        blocks, positions, invalid = [], {}, set()
+        for index, run in enumerate(runs):
+            unit = unit_of[classes[run[0]]]
+            if len(run) != len(unit_classes[unit]):
+                invalid.add(unit)
+            channels = tuple(classes[p] for p in run if classes[p] in kept)
+            blocks.append(Block(unit, channels))
+            positions.update({(index, classes[p]): p for p in run})
+        return blocks, positions, invalid
+
+    def _needed_positions(self, read: Read, positions: dict, kept: frozenset[int]) -> frozenset:
+        wanted = {p for p, need in enumerate(read.needed) if need}
+        needed = frozenset(key for key, p in positions.items() if p in wanted and key[1] in kept)
+        available = [(p, key) for key, p in positions.items() if key[1] in kept]
+        if needed or not available:
+            return needed
+        return frozenset({min(available)[1]})  # a consumer needing nothing still reads one channel
+
+    # -- results ------------------------------------------------------------------------------------------------
+
+    def _check_producers(self) -> None:
+        for owner in self.segment.owners:
+            if isinstance(self.analysis.roles[owner], r.Weighted) and not self.physical.get(owner):
+                node = self.analysis.nodes[owner]
+                raise SpecError(
+                    f"every output channel of {describe_node(node)} would be removed: no consumer needs any of "
+                    "them. Prune fewer channels (never all the input channels its consumers read)"
+                )
+
+    def _consumer_accesses(self, layouts: dict, position_maps: dict) -> tuple[ConsumerAccess, ...]:
+        accesses, gathers = [], {}
+        kept = {c for layout in layouts.values() for _, c in layout}
+        for read in self.consumer_reads:
+            layout = layouts[read.source]
+            needed = self._needed_positions(read, position_maps[read.source], frozenset(kept))
+            access: Access = Full()
+            if self.mode != "constrained":
+                access = choose_access(layout, needed, allow_narrow=self.mode == "upscale")
+            columns = _columns(access, self.physical[read.source])
+            copied, shared = 0, None
+            if isinstance(access, Gather):
+                shared = gathers.get((read.source, access.indices))
+                copied = 0 if shared else len(access.indices) * read.elements_per_channel
+                gathers.setdefault((read.source, access.indices), read.reader)
+            layout_info = self.analysis.layouts[read.source]
+            accesses.append(
+                ConsumerAccess(
+                    read.reader, read.source, layout_info.axis, layout_info.repeat, access, columns, copied,
+                    shared, len(needed), len(layout),
+                )
+            )  # fmt: skip
+        return tuple(accesses)
+
+
+def _columns(access: Access, physical: tuple[int, ...]) -> tuple[int, ...]:
+    if isinstance(access, Full):
+        return physical
+    if isinstance(access, Narrow):
+        return physical[access.start : access.start + access.length]
+    return tuple(physical[i] for i in access.indices)
+
+
+def _expand(channels: tuple[int, ...], repeat: int) -> tuple[int, ...]:
+    return tuple(c * repeat + k for c in channels for k in range(repeat))
+
+
+def _parameter_updates(analysis: ChannelAnalysis, physical: Mapping[str, tuple[int, ...]], segments: list):
+    """Parameter slices and attribute updates that realise ``physical`` and the consumers' columns."""
+    slices: list[ParamSlice] = []
+    attrs: list[AttrUpdate] = []
+    args: list[ArgUpdate] = []
+
+    def keep(name: str, axis: int, indices: tuple[int, ...], size: int) -> None:
+        if indices != tuple(range(size)):
+            slices.append(ParamSlice(name, axis, indices, size))
+
+    columns = {access.node: access for segment in segments for access in segment.consumers}
+    for name in analysis.order:
+        role, rows = analysis.roles[name], physical.get(name)
+        size = len(analysis.layouts[name].ids) if name in analysis.layouts else 0
+        if isinstance(role, r.Weighted) and rows is not None:
+            keep(role.weight, role.weight_out_axis, rows, size)
+            if role.bias is not None:
+                keep(role.bias, 0, rows, size)
+            if role.out_attr:
+                attrs.append(AttrUpdate(role.module, role.out_attr, len(rows)))
+        if isinstance(role, r.Weighted) and name in columns:
+            access = columns[name]
+            full = len(analysis.layouts[access.source].ids) * access.repeat
+            keep(role.weight, role.weight_in_axis, _expand(access.columns, access.repeat), full)
+            if role.in_attr:
+                attrs.append(AttrUpdate(role.module, role.in_attr, len(access.columns) * access.repeat))
+        if isinstance(role, r.PerChannel) and rows is not None:
+            for param, axis in role.params:
+                keep(param, axis, rows, size)
+            attrs.extend(AttrUpdate(role.module, attr, len(rows)) for attr in role.count_attrs)
+            if role.kind == "depthwise_functional":
+                args.append(ArgUpdate(name, 6, "groups", len(rows)))
+        if isinstance(role, r.GetAttr) and rows is not None:
+            keep(str(analysis.nodes[name].target), analysis.layouts[name].axis, rows, size)
+    return tuple(slices), tuple(attrs), tuple(args)

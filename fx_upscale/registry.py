@@ -1,0 +1,335 @@
+"""The op registry: what role each FX node plays for channels.
+
+:func:`classify` maps a node to one frozen *role* value. The channel analysis (``channels.py``) interprets roles;
+the registry never looks at channels itself. Roles:
+
+- :class:`Source`      a graph input: its channels are fixed (never pruned, never reordered).
+- :class:`Weighted`    conv / linear / conv-transpose with ``groups=1``: a *consumer* of its input channels (weight
+                       columns) and a *producer* of new output channels (weight rows, bias).
+- :class:`PerChannel`  BatchNorm and depthwise conv: one parameter slice per channel, channel identity kept.
+- :class:`Pointwise`   activations, pooling, dropout, identity: channel identity kept, no parameters.
+- :class:`Elementwise` add/sub/mul/div: channel ``i`` of every full-width operand is merged into channel ``i``.
+- :class:`Concat`      ``cat``: concatenates channel spaces (or merges them when it concatenates another axis).
+- :class:`Flatten`     ``flatten``/``view``/``reshape`` that expand each channel into consecutive features.
+- :class:`Reduce`      ``mean``/``sum``/``amax`` over axes other than the channel axis.
+- :class:`Metadata`    ``size``/``dim``/``shape``: reads no channel values.
+- :class:`Output`      the graph output: reads every channel, in order.
+- :class:`Unknown`     anything else: a barrier that reads every channel of its inputs.
+
+Start reading at :func:`classify`.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Union
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Source:
+    pass
+
+
+@dataclass(frozen=True)
+class Weighted:
+    data: str  # the FX node feeding the input channels
+    data_axis: int  # channel axis of input and output: 1 (conv) or -1 (linear: the last axis)
+    weight: str  # qualified parameter name
+    bias: str | None
+    module: str | None  # qualified module name whose attributes describe the shape
+    in_attr: str | None  # e.g. "in_channels", "in_features"
+    out_attr: str | None
+    weight_in_axis: int = 1
+    weight_out_axis: int = 0
+
+
+@dataclass(frozen=True)
+class PerChannel:
+    data: str
+    kind: str  # "batchnorm" | "depthwise"
+    params: tuple[tuple[str, int], ...]  # (qualified name, channel axis) for every per-channel tensor
+    module: str | None
+    count_attrs: tuple[str, ...]  # module attributes equal to the channel count
+    eps: float = 0.0
+
+
+@dataclass(frozen=True)
+class Pointwise:
+    data: str
+    keeps_zero: bool  # f(0) == 0, so an all-zero channel stays all-zero
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    operation: str  # "add" | "sub" | "mul" | "div"
+
+
+@dataclass(frozen=True)
+class Concat:
+    inputs: tuple[str, ...]
+    dim: int
+
+
+@dataclass(frozen=True)
+class Flatten:
+    data: str
+    start_dim: int
+
+
+@dataclass(frozen=True)
+class Reduce:
+    data: str
+    dims: tuple[int, ...]
+    keepdim: bool
+
+
+@dataclass(frozen=True)
+class Metadata:
+    pass
+
+
+@dataclass(frozen=True)
+class Output:
+    pass
+
+
+@dataclass(frozen=True)
+class GetAttr:
+    pass
+
+
+@dataclass(frozen=True)
+class Unknown:
+    reason: str
+
+
+Role = Union[
+    Source, Weighted, PerChannel, Pointwise, Elementwise, Concat, Flatten, Reduce, Metadata, Output, GetAttr, Unknown
+]
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_ZERO_TO_NONZERO_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus)
+_POINTWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
+    nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)  # fmt: skip
+_ZERO_TO_NONZERO_FUNCTIONS = {torch.sigmoid, F.sigmoid, F.hardsigmoid, F.softplus}
+_POINTWISE_FUNCTIONS = _ZERO_TO_NONZERO_FUNCTIONS | {
+    F.relu, torch.relu, F.relu_, torch.relu_, F.relu6, F.hardtanh, F.silu, F.gelu, torch.tanh, F.tanh,
+    F.hardswish, F.leaky_relu, F.elu, F.selu, F.celu, F.mish,
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+}  # fmt: skip
+_ZERO_TO_NONZERO_METHODS = {"sigmoid", "sigmoid_"}
+_POINTWISE_METHODS = _ZERO_TO_NONZERO_METHODS | {
+    "relu", "relu_", "tanh", "tanh_", "contiguous", "clone", "detach", "float", "double", "half", "to",
+}  # fmt: skip
+# Wrapped (leaf) functions known by qualified name, so the registry needs no optional import.
+_POINTWISE_BY_NAME = {"torchvision.ops.stochastic_depth.stochastic_depth"}
+_ELEMENTWISE_FUNCTIONS = {
+    operator.add: "add", operator.iadd: "add", torch.add: "add",
+    operator.sub: "sub", operator.isub: "sub", torch.sub: "sub",
+    operator.mul: "mul", operator.imul: "mul", torch.mul: "mul",
+    operator.truediv: "div", operator.itruediv: "div", torch.div: "div",
+}  # fmt: skip
+_ELEMENTWISE_METHODS = {
+    "add": "add", "add_": "add", "sub": "sub", "sub_": "sub", "mul": "mul", "mul_": "mul", "div": "div", "div_": "div"
+}  # fmt: skip
+_CONCAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
+_REDUCE_FUNCTIONS = {torch.mean: "mean", torch.sum: "sum", torch.amax: "amax"}
+_REDUCE_METHODS = {"mean", "sum", "amax"}
+_METADATA_METHODS = {"size", "dim", "numel"}
+_FUNCTIONAL_CONV = {F.conv1d, F.conv2d, F.conv3d}
+
+
+def classify(node: fx.Node, gm: fx.GraphModule, module_calls: dict[str, int]) -> Role:
+    """The role of ``node``; ``module_calls`` counts call_module nodes per target (shared modules are barriers)."""
+    if node.op == "placeholder":
+        return Source()
+    if node.op == "output":
+        return Output()
+    if node.op == "get_attr":
+        return GetAttr()
+    if node.op == "call_module":
+        module = gm.get_submodule(str(node.target))
+        calls = module_calls.get(str(node.target), 0)
+        if calls > 1 and any(True for _ in module.parameters()) or calls > 1 and any(True for _ in module.buffers()):
+            return Unknown(f"module {node.target!r} holds parameters and is called {calls} times")
+        return _classify_module(node, module)
+    if node.op == "call_method":
+        return _classify_method(node)
+    return _classify_function(node)
+
+
+def _arg(node: fx.Node, index: int, name: str, default: Any = None) -> Any:
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(name, default)
+
+
+def _data_name(node: fx.Node) -> str | None:
+    data = _arg(node, 0, "input")
+    return data.name if isinstance(data, fx.Node) else None
+
+
+def _classify_module(node: fx.Node, module: nn.Module) -> Role:
+    data = _data_name(node)
+    if data is None or len(node.all_input_nodes) != 1:
+        return Unknown("module called with other than one tensor input")
+    name = str(node.target)
+    if isinstance(module, _CONV + _CONV_TRANSPOSE):
+        return _classify_conv_module(node, module, name, data)
+    if isinstance(module, nn.Linear):
+        bias = f"{name}.bias" if module.bias is not None else None
+        return Weighted(data, -1, f"{name}.weight", bias, name, "in_features", "out_features")
+    if isinstance(module, _BATCHNORM):
+        if not module.track_running_stats or module.running_mean is None:
+            return Unknown("BatchNorm without running statistics normalizes with batch statistics")
+        params = tuple((f"{name}.{p}", 0) for p in ("weight", "bias") if getattr(module, p) is not None)
+        buffers = ((f"{name}.running_mean", 0), (f"{name}.running_var", 0))
+        return PerChannel(data, "batchnorm", params + buffers, name, ("num_features",), module.eps)
+    if isinstance(module, nn.Flatten):
+        return Flatten(data, module.start_dim) if module.end_dim == -1 else Unknown("Flatten with end_dim != -1")
+    if isinstance(module, _POINTWISE_MODULES):
+        return Pointwise(data, not isinstance(module, _ZERO_TO_NONZERO_MODULES))
+    return Unknown(f"no handler for module type {type(module).__name__}")
+
+
+def _classify_conv_module(node: fx.Node, module: nn.Module, name: str, data: str) -> Role:
+    bias = f"{name}.bias" if module.bias is not None else None
+    transposed = isinstance(module, _CONV_TRANSPOSE)
+    if module.groups == 1:
+        in_axis, out_axis = (0, 1) if transposed else (1, 0)
+        return Weighted(data, 1, f"{name}.weight", bias, name, "in_channels", "out_channels", in_axis, out_axis)
+    if not transposed and module.groups == module.in_channels == module.out_channels:
+        params = ((f"{name}.weight", 0),) + (((bias, 0),) if bias else ())
+        return PerChannel(data, "depthwise", params, name, ("in_channels", "out_channels", "groups"))
+    return Unknown(f"grouped convolution (groups={module.groups}) is not supported yet")
+
+
+def _classify_function(node: fx.Node) -> Role:
+    target = node.target
+    qualname = f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', '')}"
+    if target in _ELEMENTWISE_FUNCTIONS:
+        return Elementwise(_ELEMENTWISE_FUNCTIONS[target])
+    if target in _CONCAT_FUNCTIONS:
+        return _classify_concat(node)
+    if target is torch.flatten:
+        return _classify_flatten(node, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
+    if target in _REDUCE_FUNCTIONS:
+        return _classify_reduce(node, _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
+    if target is getattr and len(node.args) > 1 and node.args[1] in ("shape", "dtype", "device", "ndim"):
+        return Metadata()
+    if target in _FUNCTIONAL_CONV or target is F.linear:
+        return _classify_functional_weighted(node)
+    if target in _POINTWISE_FUNCTIONS or qualname in _POINTWISE_BY_NAME:
+        return _classify_pointwise_call(node, target not in _ZERO_TO_NONZERO_FUNCTIONS)
+    return Unknown("no handler for this function")
+
+
+def _classify_method(node: fx.Node) -> Role:
+    method = str(node.target)
+    if method in _ELEMENTWISE_METHODS:
+        return Elementwise(_ELEMENTWISE_METHODS[method])
+    if method in _METADATA_METHODS:
+        return Metadata()
+    if method == "flatten":
+        return _classify_flatten(node, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
+    if method in ("view", "reshape"):
+        return _classify_reshape(node)
+    if method in _REDUCE_METHODS:
+        return _classify_reduce(node, _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
+    if method in _POINTWISE_METHODS:
+        return _classify_pointwise_call(node, method not in _ZERO_TO_NONZERO_METHODS)
+    return Unknown("no handler for this tensor method")
+
+
+def _classify_pointwise_call(node: fx.Node, keeps_zero: bool) -> Role:
+    data = _data_name(node)
+    tensor_inputs = [n for n in node.all_input_nodes if _is_tensor(n)]
+    if data is None or len(tensor_inputs) != 1:
+        return Unknown("pointwise op with other than one tensor input")
+    return Pointwise(data, keeps_zero)
+
+
+def _classify_concat(node: fx.Node) -> Role:
+    tensors = _arg(node, 0, "tensors")
+    if not isinstance(tensors, (list, tuple)) or not all(isinstance(t, fx.Node) for t in tensors):
+        return Unknown("cat of something other than a list of tensors")
+    ndim = len(_shape(node))
+    dim = _arg(node, 1, "dim", 0)
+    return Concat(tuple(t.name for t in tensors), dim % ndim)
+
+
+def _classify_flatten(node: fx.Node, start_dim: int, end_dim: int) -> Role:
+    data = _data_name(node)
+    ndim = len(_shape(node.args[0])) if isinstance(node.args[0], fx.Node) else 0
+    if data is None or ndim == 0 or end_dim % ndim != ndim - 1:
+        return Unknown("flatten that does not run to the last axis")
+    return Flatten(data, start_dim % ndim)
+
+
+def _classify_reshape(node: fx.Node) -> Role:
+    """``view``/``reshape`` that equals ``flatten(start_dim)`` for some start_dim is a flatten."""
+    data = node.args[0]
+    if not isinstance(data, fx.Node):
+        return Unknown("reshape of a non-tensor")
+    before, after = _shape(data), _shape(node)
+    start = len(after) - 1
+    if before[:start] == after[:start] and math.prod(before[start:]) == after[-1]:
+        return Flatten(data.name, start)
+    return Unknown(f"reshape from {tuple(before)} to {tuple(after)} is not a flatten")
+
+
+def _classify_reduce(node: fx.Node, dims: Any, keepdim: bool) -> Role:
+    data = _data_name(node)
+    if data is None or dims is None:
+        return Unknown("reduction over every axis")
+    ndim = len(_shape(node.args[0]))
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    return Reduce(data, tuple(sorted(d % ndim for d in dims)), bool(keepdim))
+
+
+def _classify_functional_weighted(node: fx.Node) -> Role:
+    data, weight = _data_name(node), _arg(node, 1, "weight")
+    bias = _arg(node, 2, "bias")
+    if data is None or not _is_get_attr(weight) or not (bias is None or _is_get_attr(bias)):
+        return Unknown("weights that are not plain attributes (get_attr) cannot be resliced")
+    bias_name = str(bias.target) if bias is not None else None
+    if node.target is F.linear:
+        return Weighted(data, -1, str(weight.target), bias_name, None, None, None)
+    groups = _arg(node, 6, "groups", 1)
+    if groups == 1:
+        return Weighted(data, 1, str(weight.target), bias_name, None, None, None)
+    channels = _shape(node)[1]
+    if groups == channels == _shape(node.args[0])[1]:
+        params = ((str(weight.target), 0),) + (((bias_name, 0),) if bias_name else ())
+        return PerChannel(data, "depthwise_functional", params, None, ())
+    return Unknown(f"grouped convolution (groups={groups}) is not supported yet")
+
+
+def _is_get_attr(value: Any) -> bool:
+    return isinstance(value, fx.Node) and value.op == "get_attr" and len(value.users) == 1
+
+
+def _is_tensor(node: fx.Node) -> bool:
+    return "tensor_meta" in node.meta and hasattr(node.meta["tensor_meta"], "shape")
+
+
+def _shape(node: fx.Node) -> tuple[int, ...]:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()

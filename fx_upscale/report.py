@@ -1,0 +1,108 @@
+"""ExportReport: what an export did, in numbers, per segment and per consumer.
+
+Built by :func:`build_report` from the plan and the exported module; every count is read from the plan or the
+generated graph (``gathers`` is the number of ``index_select`` nodes fx_upscale inserted).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from .ordering import Full, Gather, Narrow
+from .planning import ChannelPlan, ConsumerAccess, SegmentPlan
+
+
+@dataclass(frozen=True)
+class ConsumerReport:
+    node: str
+    source: str
+    access: str  # "full" | "narrow" | "gather"
+    channels_read: int
+    channels_needed: int
+    channels_available: int
+    copied_elements: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SegmentReport:
+    index: int
+    producers: tuple[str, ...]
+    channels: int
+    kept: int
+    extra_pruned: int
+    consumers: tuple[ConsumerReport, ...]
+    frozen_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    mode: str
+    gathers: int
+    narrows: int
+    copied_elements: int  # elements the inserted gathers copy per forward at the example inputs
+    params_before: int
+    params_after: int
+    extra_pruned_channels: int  # mode "constrained": channels dropped beyond the spec
+    segments: tuple[SegmentReport, ...]
+    frozen: tuple[str, ...]  # unknown ops whose channels were kept (on_unsupported="freeze")
+    export_seconds: float
+
+    def summary(self) -> str:
+        """One line of the headline numbers."""
+        return (
+            f"{self.mode}: params {self.params_after:,}/{self.params_before:,} "
+            f"({100 * self.params_after / max(1, self.params_before):.1f}%), gathers {self.gathers}, "
+            f"narrows {self.narrows}, copied elements {self.copied_elements:,}, "
+            f"extra pruned channels {self.extra_pruned_channels}, {self.export_seconds:.2f} s"
+        )
+
+
+def build_report(
+    plan: ChannelPlan, module: fx.GraphModule, params_before: int, seconds: float
+) -> ExportReport:
+    inserted = [node for node in module.graph.nodes if "upscale" in node.meta and "access" in node.meta["upscale"]]
+    segments = tuple(_segment_report(segment) for segment in plan.segments)
+    return ExportReport(
+        mode=plan.mode,
+        gathers=sum(node.target is torch.index_select for node in inserted),
+        narrows=sum(node.target is torch.narrow for node in inserted),
+        copied_elements=sum(a.copied_elements for a in plan.accesses),
+        params_before=params_before,
+        params_after=count_parameters(module),
+        extra_pruned_channels=sum(segment.extra_pruned for segment in plan.segments),
+        segments=segments,
+        frozen=tuple(name for segment in plan.segments for name in segment.frozen_by),
+        export_seconds=seconds,
+    )
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _segment_report(segment: SegmentPlan) -> SegmentReport:
+    consumers = tuple(_consumer_report(access) for access in segment.consumers)
+    return SegmentReport(
+        segment.index, segment.producers, segment.channels, segment.kept, segment.extra_pruned, consumers,
+        segment.frozen_by,
+    )  # fmt: skip
+
+
+def _consumer_report(access: ConsumerAccess) -> ConsumerReport:
+    kind = type(access.access).__name__.lower()
+    read = len(access.columns)
+    if isinstance(access.access, Full):
+        reason = "reads every channel its input keeps"
+    elif isinstance(access.access, Narrow):
+        reason = f"the {read} channels it needs are contiguous: a view"
+    elif access.shared_with:
+        reason = f"shares the gather of {access.shared_with}"
+    else:
+        assert isinstance(access.access, Gather)
+        reason = f"needs {read} of {access.available} channels, not contiguous in the chosen order"
+    return ConsumerReport(
+        access.node, access.source, kind, read, access.needed, access.available, access.copied_elements, reason
+    )

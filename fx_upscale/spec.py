@@ -1,0 +1,153 @@
+"""PruneSpec: which channels are pruned, named by parameter.
+
+A spec lists, per weight parameter name (``"layer1.0.conv1.weight"``), the pruned *input* channels (indices on the
+weight's input axis: columns of a conv/linear weight) and the pruned *output* channels (indices on its output axis:
+a filter, with the module's bias; for per-channel modules such as BatchNorm, the channel's weight and bias).
+``spec.apply(model)`` returns the masked model: a copy with those slices set to zero. Everything fx_upscale exports
+is measured against that masked model.
+
+Start reading at :class:`PruneSpec`.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .errors import SpecError
+
+# Module types whose ``weight`` has (out, in, ...) axes; everything else with a 1-D weight is per-channel.
+_INPUT_AXIS = 1
+
+
+def _frozen_channels(mapping: Mapping[str, Iterable[int]] | None) -> dict[str, frozenset[int]]:
+    result = {}
+    for name, channels in (mapping or {}).items():
+        chosen = frozenset(int(c) for c in channels)
+        if chosen:
+            result[str(name)] = chosen
+    return dict(sorted(result.items()))
+
+
+@dataclass(frozen=True, eq=True)
+class PruneSpec:
+    """Pruned input and output channels per weight parameter name.
+
+    >>> spec = PruneSpec(inputs={"fc.weight": [0, 2]})
+    >>> spec.inputs["fc.weight"] == frozenset({0, 2})
+    True
+    >>> spec.is_empty()
+    False
+    """
+
+    inputs: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    outputs: Mapping[str, frozenset[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", _frozen_channels(self.inputs))
+        object.__setattr__(self, "outputs", _frozen_channels(self.outputs))
+
+    __hash__ = None  # type: ignore[assignment]  # holds dicts
+
+    def is_empty(self) -> bool:
+        return not self.inputs and not self.outputs
+
+    def merged(self, other: "PruneSpec") -> "PruneSpec":
+        """The union of two specs."""
+
+        def union(a: Mapping[str, frozenset[int]], b: Mapping[str, frozenset[int]]) -> dict:
+            return {k: a.get(k, frozenset()) | b.get(k, frozenset()) for k in set(a) | set(b)}
+
+        return PruneSpec(union(self.inputs, other.inputs), union(self.outputs, other.outputs))
+
+    def count(self) -> int:
+        """Number of (parameter, channel) entries."""
+        return sum(map(len, self.inputs.values())) + sum(map(len, self.outputs.values()))
+
+    @classmethod
+    def from_zeros(cls, model: nn.Module) -> "PruneSpec":
+        """Infer the spec from all-zero weight slices.
+
+        An output channel is pruned when its filter (``weight[c]``) and its bias entry are zero; an input channel
+        when its weight column (``weight[:, c]``) is zero. A 1-D ``weight`` with a ``bias`` beside it (BatchNorm,
+        LayerNorm) counts as pruned at ``c`` when both are zero there.
+        """
+        inputs, outputs = {}, {}
+        params = dict(model.named_parameters())
+        for name, weight in params.items():
+            if not name.endswith("weight") or weight.ndim == 0:
+                continue
+            bias = _sibling_bias(params, name)
+            rows = _zero_rows(weight.detach(), None if bias is None else bias.detach())
+            if rows:
+                outputs[name] = rows
+            if weight.ndim >= 2 and weight.shape[_INPUT_AXIS] > 1:
+                columns = _zero_columns(weight.detach())
+                if columns:
+                    inputs[name] = columns
+        return cls(inputs, outputs)
+
+    def validate(self, model: nn.Module) -> None:
+        """Raise :class:`SpecError` if a name is unknown or an index is out of range."""
+        params = dict(model.named_parameters())
+        for side, mapping, axis in (("inputs", self.inputs, _INPUT_AXIS), ("outputs", self.outputs, 0)):
+            for name, channels in mapping.items():
+                weight = params.get(name)
+                if weight is None:
+                    raise SpecError(_unknown_name_message(name, side, params))
+                if side == "inputs" and weight.ndim < 2:
+                    raise SpecError(
+                        f"PruneSpec.inputs names {name!r}, a {weight.ndim}-D parameter with no input axis; "
+                        f"prune it through 'outputs' instead"
+                    )
+                size = weight.shape[axis]
+                bad = sorted(c for c in channels if not 0 <= c < size)
+                if bad:
+                    raise SpecError(
+                        f"PruneSpec.{side}[{name!r}] has channel indices {bad[:5]} out of range: "
+                        f"{name} has {size} channels on axis {axis} (shape {tuple(weight.shape)})"
+                    )
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """A masked copy of ``model``: the listed slices set to zero. ``model`` itself is not changed."""
+        self.validate(model)
+        masked = copy.deepcopy(model)
+        params = dict(masked.named_parameters())
+        with torch.no_grad():
+            for name, channels in self.outputs.items():
+                index = sorted(channels)
+                params[name][index] = 0
+                bias = _sibling_bias(params, name)
+                if bias is not None:
+                    bias[index] = 0
+            for name, channels in self.inputs.items():
+                params[name][:, sorted(channels)] = 0
+        return masked
+
+
+def _sibling_bias(params: Mapping[str, torch.Tensor], weight_name: str) -> torch.Tensor | None:
+    prefix = weight_name[: -len("weight")]
+    bias = params.get(prefix + "bias")
+    return bias if bias is not None and bias.ndim == 1 else None
+
+
+def _zero_rows(weight: torch.Tensor, bias: torch.Tensor | None) -> frozenset[int]:
+    zero = weight.reshape(weight.shape[0], -1).eq(0).all(dim=1)
+    if bias is not None and bias.shape[0] == weight.shape[0]:
+        zero &= bias.eq(0)
+    return frozenset(torch.nonzero(zero).flatten().tolist())
+
+
+def _zero_columns(weight: torch.Tensor) -> frozenset[int]:
+    zero = weight.transpose(0, 1).reshape(weight.shape[1], -1).eq(0).all(dim=1)
+    return frozenset(torch.nonzero(zero).flatten().tolist())
+
+
+def _unknown_name_message(name: str, side: str, params: Mapping[str, torch.Tensor]) -> str:
+    close = difflib.get_close_matches(name, list(params), n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else "; see model.named_parameters()"
+    return f"PruneSpec.{side} names parameter {name!r}, which the model does not have{hint}"
