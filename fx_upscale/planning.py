@@ -19,7 +19,7 @@ from typing import Any, Literal, Mapping
 
 from . import registry as r
 from .channels import ChannelAnalysis, Read
-from .errors import SpecError, UnsupportedOpError, describe_node
+from .errors import UnsupportedOpError, describe_node
 from .ordering import Access, Block, Full, Gather, Narrow, OrderProblem, Reader, choose_access, choose_orders
 from .ordering import physical_layout
 from .segments import Segment
@@ -137,7 +137,7 @@ class _SegmentPlanner:
 
     def plan(self) -> SegmentPlan:
         frozen_by = self._check_barriers()
-        kept_free = self._kept("upscale")
+        kept_free = self._keep_a_channel_per_producer(self._kept("upscale"))
         kept = kept_free if self.mode != "constrained" else self._revive_producers(self._kept("constrained"), kept_free)
         problem, position_maps = self._order_problem(kept)
         orders = choose_orders(problem) if self.mode == "upscale" else problem.units
@@ -146,7 +146,6 @@ class _SegmentPlanner:
             layout = physical_layout(problem.tensors[index], orders, problem.pinned)
             layouts[name] = layout
             self.physical[name] = tuple(position_maps[name][p] for p in layout)
-        self._check_producers()
         consumers = self._consumer_accesses(layouts, position_maps)
         producers = tuple(o for o in self.segment.owners if isinstance(self.analysis.roles[o], r.Weighted))
         return SegmentPlan(
@@ -179,6 +178,18 @@ class _SegmentPlanner:
             kept |= needed
             vetoed |= self._classes_read(read, only_needed=False) - needed
         return frozenset(kept - (vetoed - self._pinned()))
+
+    def _keep_a_channel_per_producer(self, kept: frozenset[int]) -> frozenset[int]:
+        """A producer none of whose channels is needed (e.g. its rows masked on one side and its consumers'
+        columns on the other) keeps its first channel rather than vanishing; consumers read it through zero
+        weight columns, so the result stays exact."""
+        extra = set()
+        for owner in self.segment.owners:
+            if isinstance(self.analysis.roles[owner], r.Weighted):
+                classes = self.analysis.classes(owner)
+                if not set(classes) & kept:
+                    extra.add(classes[0])
+        return kept | extra
 
     def _revive_producers(self, kept: frozenset[int], kept_free: frozenset[int]) -> frozenset[int]:
         """Constrained mode must not delete a producer outright: keep what its consumers need of it.
@@ -277,15 +288,6 @@ class _SegmentPlanner:
         return frozenset({min(available)[1]})  # a consumer needing nothing still reads one channel
 
     # -- results ------------------------------------------------------------------------------------------------
-
-    def _check_producers(self) -> None:
-        for owner in self.segment.owners:
-            if isinstance(self.analysis.roles[owner], r.Weighted) and not self.physical.get(owner):
-                node = self.analysis.nodes[owner]
-                raise SpecError(
-                    f"every output channel of {describe_node(node)} would be removed: no consumer needs any of "
-                    "them. Prune fewer channels (never all the input channels its consumers read)"
-                )
 
     def _consumer_accesses(self, layouts: dict, position_maps: dict) -> tuple[ConsumerAccess, ...]:
         accesses, gathers = [], {}

@@ -111,6 +111,11 @@ class PruneSpec:
                         f"PruneSpec.{side}[{name!r}] has channel indices {bad[:5]} out of range: "
                         f"{name} has {size} channels on axis {axis} (shape {tuple(weight.shape)})"
                     )
+                if len(channels) == size and size > 0:
+                    raise SpecError(
+                        f"PruneSpec.{side}[{name!r}] prunes all {size} channels of {name}; a layer must keep at "
+                        "least one (remove the layer from the model instead)"
+                    )
 
     def apply(self, model: nn.Module) -> nn.Module:
         """A masked copy of ``model``: the listed slices set to zero. ``model`` itself is not changed."""
