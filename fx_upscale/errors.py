@@ -6,6 +6,7 @@ where (node name, op, target, source line), why, and how to fix it.
 from __future__ import annotations
 
 import torch.fx as fx
+from torch.fx.node import _get_qualified_name
 
 
 class UpscaleError(Exception):
@@ -57,9 +58,9 @@ def source_line(node: fx.Node) -> str | None:
 
 
 def _target_name(node: fx.Node) -> str:
-    target = node.target
-    if isinstance(target, str):
-        return target
-    module = getattr(target, "__module__", None) or ""
-    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", repr(target))
-    return f"{module}.{name}" if module else name
+    if isinstance(node.target, str):
+        return node.target
+    try:
+        return _get_qualified_name(node.target)
+    except Exception:  # an unusual callable: fall back to its repr
+        return repr(node.target)

@@ -1,9 +1,9 @@
 """Segments: the connected channel spaces of a graph, as a networkx graph keyed by FX node name.
 
-Two nodes are joined when they share a channel space: an owner (a node that creates channel ids: producer, graph
-input, tied attribute) is joined to the owners of every id tied to its own and of every id in the same tensor, and
-a reader (consumer or barrier) to the owners of the ids it reads. The connected components, in graph order, are the
-segments; each is planned on its own.
+The graph's nodes are *owners* (nodes that create channel ids: producers, graph inputs, tied attributes). Two owners
+are joined when their ids are tied (``add``) or lie in one tensor (``cat``). The connected components, in graph
+order, are the segments; each is planned on its own. Readers (consumers, barriers) belong to the segment of the
+tensor they read: a conv reads one segment and owns the next.
 
 Start reading at :func:`find_segments`.
 """
@@ -26,14 +26,15 @@ class Segment:
 
 
 def build_segment_graph(analysis: ChannelAnalysis) -> nx.Graph:
-    """The dependency graph: owners and readers, joined where they share channels."""
+    """The dependency graph over owners (FX node names): joined where they share a tensor or a channel class.
+
+    A reader joins the owners of the tensor it reads; readers themselves are not graph nodes, because a conv reads
+    one segment and owns the next, which must stay apart.
+    """
     graph = nx.Graph()
     for name, layout in analysis.layouts.items():
         owners = {analysis.owner[analysis.class_of[i]] for i in layout.ids} | {analysis.owner[i] for i in layout.ids}
         _join(graph, sorted(owners))
-    for read in analysis.reads:
-        owners = {analysis.owner[i] for i in analysis.layouts[read.source].ids}
-        _join(graph, [read.reader, *sorted(owners)])
     return graph
 
 
@@ -48,14 +49,14 @@ def find_segments(analysis: ChannelAnalysis) -> tuple[Segment, ...]:
     position = {name: i for i, name in enumerate(analysis.order)}
     components = sorted(nx.connected_components(graph), key=lambda c: min(position[n] for n in c))
     segment_of = {name: index for index, component in enumerate(components) for name in component}
-    readers_of: dict[int, set[str]] = {}
-    for read in analysis.reads:
-        readers_of.setdefault(segment_of[read.reader], set()).add(read.reader)
     tensors_of: dict[int, list[str]] = {}
     for name in analysis.order:
         layout = analysis.layouts.get(name)
         if layout is not None and layout.ids:
             tensors_of.setdefault(segment_of[analysis.owner[layout.ids[0]]], []).append(name)
+    readers_of: dict[int, set[str]] = {}
+    for read in analysis.reads:
+        readers_of.setdefault(segment_of[analysis.owner[analysis.layouts[read.source].ids[0]]], set()).add(read.reader)
     classes_of: dict[int, set[int]] = {}
     owners_of: dict[int, set[str]] = {}
     for i, owner in analysis.owner.items():

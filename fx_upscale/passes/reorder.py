@@ -51,6 +51,8 @@ class ChannelReorderPass(PassBase):
 
     def requires(self, graph_module: fx.GraphModule) -> None:
         """The plan must fit this graph: every node it names exists and every tensor it slices has its old size."""
+        if self._already_applied(graph_module):
+            return
         names = {node.name for node in graph_module.graph.nodes}
         missing = sorted({access.node for access in self.plan.accesses} - names)
         if missing:
