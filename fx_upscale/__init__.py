@@ -6,11 +6,12 @@ into segments (``segments.py``), plans which channels to keep and in which order
 :class:`PruneSpec` names them.
 """
 from .errors import SpecError, TracingError, UnsupportedGraphError, UnsupportedOpError, UpscaleError
-from .export import ExportResult, export
+from .export import ExportResult, export, plan
 from .masking import mask
 from .planning import ChannelPlan
 from .report import ExportReport
 from .spec import PruneSpec
+from .tracing import trace
 
 __all__ = [
     "ChannelPlan",
@@ -24,5 +25,7 @@ __all__ = [
     "UpscaleError",
     "export",
     "mask",
+    "plan",
+    "trace",
 ]
 __version__ = "0.1.0"

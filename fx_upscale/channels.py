@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 import torch.fx as fx
@@ -225,16 +225,17 @@ class _Walk:
         source = self.layout_on(role.data, 1)
         if source is None or source.repeat != 1:
             return False
-        values = {name.rpartition(".")[2]: self.tensor(name) for name, _ in role.params}
-        if any(v.shape[0] != len(source.ids) for v in values.values()):
+        if any(self.tensor(name).shape[0] != len(source.ids) for name in role.params):
             return False
-        weight, bias = values.get("weight"), values.get("bias")
+        weight = self.tensor(role.weight) if role.weight else None
+        bias = self.tensor(role.bias) if role.bias else None
         no_bias = torch.ones(len(source.ids), dtype=torch.bool) if bias is None else bias.eq(0)
-        if role.kind == "batchnorm":
-            masked = no_bias & (weight.eq(0) if weight is not None else False)
-            keeps_zero = no_bias & (values["running_mean"].eq(0) | (weight.eq(0) if weight is not None else False))
+        zero_weight = weight.reshape(len(source.ids), -1).eq(0).all(dim=1) if weight is not None else False
+        if role.kind == "batchnorm":  # (x - mean) / sqrt(var + eps) * weight + bias
+            masked = no_bias & zero_weight
+            keeps_zero = no_bias & (self.tensor(role.running_mean).eq(0) | zero_weight)
         else:  # depthwise convolution: a zero filter with no bias outputs zero whatever its input
-            masked = no_bias & weight.reshape(len(source.ids), -1).eq(0).all(dim=1)
+            masked = no_bias & zero_weight
             keeps_zero = no_bias
         zeros_in = torch.tensor(self.zeros[role.data], dtype=torch.bool)
         self.set_output(node, source, tuple((masked | (zeros_in & keeps_zero)).tolist()))

@@ -1,12 +1,13 @@
 """export(): the whole pipeline, from a model and example inputs to a physically pruned GraphModule.
 
-trace (private copy) -> analyse channels -> find segments -> plan (mode) -> ChannelReorderPass -> CleanupPass.
+trace (private copy) -> :func:`plan` (analyse channels, find segments, plan for a mode) -> ChannelReorderPass ->
+CleanupPass.
 """
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import torch
 import torch.fx as fx
@@ -51,9 +52,17 @@ def export(
     inputs = normalize_inputs(example_inputs)
     masked = spec.apply(model) if spec is not None else model
     graph_module = trace(masked, inputs, leaf_modules, copy=spec is None)
-    analysis = analyse_channels(graph_module)
-    plan = plan_channels(analysis, find_segments(analysis), mode, on_unsupported)
+    channel_plan = plan(graph_module, mode=mode, on_unsupported=on_unsupported)
     params_before = count_parameters(graph_module)
-    PassManager([ChannelReorderPass(plan), CleanupPass()])(graph_module)
-    report = build_report(plan, graph_module, params_before, time.perf_counter() - start)
-    return ExportResult(graph_module, report, plan)
+    PassManager([ChannelReorderPass(channel_plan), CleanupPass()])(graph_module)
+    report = build_report(channel_plan, graph_module, params_before, time.perf_counter() - start)
+    return ExportResult(graph_module, report, channel_plan)
+
+
+def plan(graph_module: fx.GraphModule, *, mode: str = "upscale", on_unsupported: str = "raise") -> ChannelPlan:
+    """The :class:`ChannelPlan` for a shape-annotated GraphModule holding masked weights (see ``tracing.trace``).
+
+    Apply it with ``PassManager([ChannelReorderPass(plan), CleanupPass()])(graph_module)``.
+    """
+    analysis = analyse_channels(graph_module)
+    return plan_channels(analysis, find_segments(analysis), mode, on_unsupported)

@@ -1,7 +1,8 @@
 """mask(): choose channels to prune by weight magnitude, and return them as a PruneSpec.
 
 - ``side="input"``: each consumer (conv/linear) masks its weakest input channels (weight columns);
-  ``side="output"``: each producer masks its weakest filters, with the BatchNorm channels that follow them;
+  ``side="output"``: each producer masks its weakest filters, with the per-channel layers (BatchNorm, depthwise
+  conv) that carry those channels on, so they stay zero;
   ``"both"``: the union of the two.
 - ``method="unconstrained"``: every layer chooses alone. ``method="constrained"``: all layers of one coupled group
   (a segment, from the same analysis the export uses) share one choice, scored over all of them.
@@ -12,7 +13,7 @@ Start reading at :func:`mask`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.fx as fx
@@ -65,6 +66,9 @@ class _Chooser:
     def __init__(self, gm: fx.GraphModule, analysis: ChannelAnalysis, amount: float, heuristic: str) -> None:
         self.gm, self.analysis, self.amount, self.heuristic = gm, analysis, amount, heuristic
         self.segments = find_segments(analysis)
+        self.owners_of: dict[int, set[str]] = {}
+        for i, owner in analysis.owner.items():
+            self.owners_of.setdefault(analysis.class_of[i], set()).add(owner)
         self.pinned = {analysis.class_of[i] for i in analysis.frozen}
         for read in analysis.reads:
             if not read.consumer:
@@ -158,24 +162,39 @@ class _Chooser:
             else:
                 rows = [p for p, c in enumerate(self.analysis.classes(name)) if c in shared][: len(scores) - 1]
             chosen[role.weight] = rows
-            for norm in self._following_batchnorms(name):
-                chosen[norm] = rows
+            for weight, positions in self._per_channel_masks(name, rows).items():
+                chosen[weight] = sorted(set(chosen.get(weight, ())) | positions)
         return PruneSpec(outputs=chosen)
 
-    def _following_batchnorms(self, name: str) -> list[str]:
-        """BatchNorm weights on the single-user chain of pass-through ops after producer ``name``."""
-        norms, node = [], self.analysis.nodes[name]
+    def _per_channel_masks(self, name: str, rows: list[int]) -> dict[str, set[int]]:
+        """The per-channel layers (BatchNorm, depthwise conv) to mask with rows ``rows`` of producer ``name``,
+        so that the masked channels stay zero instead of being revived by a shift or a bias.
+
+        One right after the producer (through pass-through ops) is masked at the same rows. One further on
+        (DenseNet: a BatchNorm per reader of a ``cat``; a depthwise conv in a branch) is masked where it carries a
+        masked channel that no other producer contributes to.
+        """
+        found = {weight: set(rows) for weight in self._following_per_channel(name)}
+        classes = self.analysis.classes(name)
+        own = {classes[p] for p in rows if self.owners_of[classes[p]] == {name}}
+        for node, role in self.analysis.roles.items():
+            if isinstance(role, r.PerChannel) and role.weight and node in self.analysis.layouts:
+                positions = {p for p, c in enumerate(self.analysis.classes(node)) if c in own}
+                if positions:
+                    found.setdefault(role.weight, set()).update(positions)
+        return found
+
+    def _following_per_channel(self, name: str) -> list[str]:
+        """Weights of the per-channel layers on the single-user chain of pass-through ops after ``name``."""
+        weights, node = [], self.analysis.nodes[name]
         while len(node.users) == 1:
             node = next(iter(node.users))
             role = self.analysis.roles[node.name]
-            if isinstance(role, r.PerChannel) and role.kind == "batchnorm":
-                weight = next((p for p, _ in role.params if p.endswith(".weight")), None)
-                if weight is None:
-                    break
-                norms.append(weight)
+            if isinstance(role, r.PerChannel) and role.weight is not None:
+                weights.append(role.weight)
             elif not isinstance(role, r.Pointwise):
                 break
-        return norms
+        return weights
 
 
 class _OwnRows:

@@ -22,8 +22,8 @@ a zero-copy order exists.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 Position = tuple[int, int]  # (block index within the tensor, channel)
 
@@ -48,7 +48,7 @@ class Gather:
     indices: tuple[int, ...]
 
 
-Access = Union[Full, Narrow, Gather]
+Access = Full | Narrow | Gather
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,25 @@ accesses, all named by qualified parameter / module / FX node names. Start readi
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from . import registry as r
 from .channels import ChannelAnalysis, Read
 from .errors import UnsupportedOpError, describe_node
-from .ordering import Access, Block, Full, Gather, Narrow, OrderProblem, Reader, choose_access, choose_orders
-from .ordering import physical_layout
+from .ordering import (
+    Access,
+    Block,
+    Full,
+    Gather,
+    Narrow,
+    OrderProblem,
+    Reader,
+    choose_access,
+    choose_orders,
+    physical_layout,
+)
 from .segments import Segment
 
 Mode = Literal["upscale", "baseline", "constrained"]
@@ -353,8 +364,8 @@ def _parameter_updates(analysis: ChannelAnalysis, physical: Mapping[str, tuple[i
             if role.in_attr:
                 attrs.append(AttrUpdate(role.module, role.in_attr, len(access.columns) * access.repeat))
         if isinstance(role, r.PerChannel) and rows is not None:
-            for param, axis in role.params:
-                keep(param, axis, rows, size)
+            for param in role.params:
+                keep(param, 0, rows, size)
             attrs.extend(AttrUpdate(role.module, attr, len(rows)) for attr in role.count_attrs)
             if role.kind == "depthwise_functional":
                 args.append(ArgUpdate(name, 6, "groups", len(rows)))

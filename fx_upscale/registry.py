@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -51,12 +51,22 @@ class Weighted:
 
 @dataclass(frozen=True)
 class PerChannel:
+    """One slice per channel along axis 0 of each named tensor (qualified names; ``None`` when absent)."""
+
     data: str
-    kind: str  # "batchnorm" | "depthwise"
-    params: tuple[tuple[str, int], ...]  # (qualified name, channel axis) for every per-channel tensor
+    kind: str  # "batchnorm" | "depthwise" | "depthwise_functional"
+    weight: str | None
+    bias: str | None
     module: str | None
     count_attrs: tuple[str, ...]  # module attributes equal to the channel count
-    eps: float = 0.0
+    running_mean: str | None = None
+    running_var: str | None = None
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """Every per-channel tensor, resliced together."""
+        names = (self.weight, self.bias, self.running_mean, self.running_var)
+        return tuple(name for name in names if name is not None)
 
 
 @dataclass(frozen=True)
@@ -109,9 +119,10 @@ class Unknown:
     reason: str
 
 
-Role = Union[
-    Source, Weighted, PerChannel, Pointwise, Elementwise, Concat, Flatten, Reduce, Metadata, Output, GetAttr, Unknown
-]
+Role = (
+    Source | Weighted | PerChannel | Pointwise | Elementwise | Concat | Flatten | Reduce | Metadata | Output | GetAttr
+    | Unknown
+)
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -199,9 +210,11 @@ def _classify_module(node: fx.Node, module: nn.Module) -> Role:
     if isinstance(module, _BATCHNORM):
         if not module.track_running_stats or module.running_mean is None:
             return Unknown("BatchNorm without running statistics normalizes with batch statistics")
-        params = tuple((f"{name}.{p}", 0) for p in ("weight", "bias") if getattr(module, p) is not None)
-        buffers = ((f"{name}.running_mean", 0), (f"{name}.running_var", 0))
-        return PerChannel(data, "batchnorm", params + buffers, name, ("num_features",), module.eps)
+        weight = f"{name}.weight" if module.weight is not None else None
+        bias = f"{name}.bias" if module.bias is not None else None
+        return PerChannel(
+            data, "batchnorm", weight, bias, name, ("num_features",), f"{name}.running_mean", f"{name}.running_var"
+        )
     if isinstance(module, nn.Flatten):
         return Flatten(data, module.start_dim) if module.end_dim == -1 else Unknown("Flatten with end_dim != -1")
     if isinstance(module, _POINTWISE_MODULES):
@@ -216,8 +229,7 @@ def _classify_conv_module(node: fx.Node, module: nn.Module, name: str, data: str
         in_axis, out_axis = (0, 1) if transposed else (1, 0)
         return Weighted(data, 1, f"{name}.weight", bias, name, "in_channels", "out_channels", in_axis, out_axis)
     if not transposed and module.groups == module.in_channels == module.out_channels:
-        params = ((f"{name}.weight", 0),) + (((bias, 0),) if bias else ())
-        return PerChannel(data, "depthwise", params, name, ("in_channels", "out_channels", "groups"))
+        return PerChannel(data, "depthwise", f"{name}.weight", bias, name, ("in_channels", "out_channels", "groups"))
     return Unknown(f"grouped convolution (groups={module.groups}) is not supported yet")
 
 
@@ -317,8 +329,7 @@ def _classify_functional_weighted(node: fx.Node) -> Role:
         return Weighted(data, 1, str(weight.target), bias_name, None, None, None)
     channels = _shape(node)[1]
     if groups == channels == _shape(node.args[0])[1]:
-        params = ((str(weight.target), 0),) + (((bias_name, 0),) if bias_name else ())
-        return PerChannel(data, "depthwise_functional", params, None, ())
+        return PerChannel(data, "depthwise_functional", str(weight.target), bias_name, None, ())
     return Unknown(f"grouped convolution (groups={groups}) is not supported yet")
 
 

@@ -32,7 +32,7 @@ def build_segment_graph(analysis: ChannelAnalysis) -> nx.Graph:
     one segment and owns the next, which must stay apart.
     """
     graph = nx.Graph()
-    for name, layout in analysis.layouts.items():
+    for layout in analysis.layouts.values():
         owners = {analysis.owner[analysis.class_of[i]] for i in layout.ids} | {analysis.owner[i] for i in layout.ids}
         _join(graph, sorted(owners))
     return graph

@@ -1,8 +1,9 @@
 """PruneSpec: which channels are pruned, named by parameter.
 
 A spec lists, per weight parameter name (``"layer1.0.conv1.weight"``), the pruned *input* channels (indices on the
-weight's input axis: columns of a conv/linear weight) and the pruned *output* channels (indices on its output axis:
-a filter, with the module's bias; for per-channel modules such as BatchNorm, the channel's weight and bias).
+weight's input axis: columns of a conv/linear weight, rows of a transposed conv's) and the pruned *output* channels
+(indices on its output axis: a filter, with its bias — the parameter named like the weight with ``bias`` in place of
+``weight``; for per-channel modules such as BatchNorm, the channel's weight and bias).
 ``spec.apply(model)`` returns the masked model: a copy with those slices set to zero. Everything fx_upscale exports
 is measured against that masked model.
 
@@ -12,16 +13,15 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 import torch
 from torch import nn
 
 from .errors import SpecError
 
-# Module types whose ``weight`` has (out, in, ...) axes; everything else with a 1-D weight is per-channel.
-_INPUT_AXIS = 1
+_TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def _frozen_channels(mapping: Mapping[str, Iterable[int]] | None) -> dict[str, frozenset[int]]:
@@ -56,7 +56,7 @@ class PruneSpec:
     def is_empty(self) -> bool:
         return not self.inputs and not self.outputs
 
-    def merged(self, other: "PruneSpec") -> "PruneSpec":
+    def merged(self, other: PruneSpec) -> PruneSpec:
         """The union of two specs."""
 
         def union(a: Mapping[str, frozenset[int]], b: Mapping[str, frozenset[int]]) -> dict:
@@ -69,7 +69,7 @@ class PruneSpec:
         return sum(map(len, self.inputs.values())) + sum(map(len, self.outputs.values()))
 
     @classmethod
-    def from_zeros(cls, model: nn.Module) -> "PruneSpec":
+    def from_zeros(cls, model: nn.Module) -> PruneSpec:
         """Infer the spec from all-zero weight slices.
 
         An output channel is pruned when its filter (``weight[c]``) and its bias entry are zero; an input channel
@@ -81,12 +81,13 @@ class PruneSpec:
         for name, weight in params.items():
             if not name.endswith("weight") or weight.ndim == 0:
                 continue
+            in_axis, out_axis = weight_axes(model, name)
             bias = _sibling_bias(params, name)
-            rows = _zero_rows(weight.detach(), None if bias is None else bias.detach())
+            rows = _zero_slices(weight.detach(), out_axis, None if bias is None else bias.detach())
             if rows:
                 outputs[name] = rows
-            if weight.ndim >= 2 and weight.shape[_INPUT_AXIS] > 1:
-                columns = _zero_columns(weight.detach())
+            if weight.ndim >= 2 and weight.shape[in_axis] > 1:
+                columns = _zero_slices(weight.detach(), in_axis)
                 if columns:
                     inputs[name] = columns
         return cls(inputs, outputs)
@@ -94,11 +95,12 @@ class PruneSpec:
     def validate(self, model: nn.Module) -> None:
         """Raise :class:`SpecError` if a name is unknown or an index is out of range."""
         params = dict(model.named_parameters())
-        for side, mapping, axis in (("inputs", self.inputs, _INPUT_AXIS), ("outputs", self.outputs, 0)):
+        for side, mapping in (("inputs", self.inputs), ("outputs", self.outputs)):
             for name, channels in mapping.items():
                 weight = params.get(name)
                 if weight is None:
                     raise SpecError(_unknown_name_message(name, side, params))
+                axis = weight_axes(model, name)[0 if side == "inputs" else 1]
                 if side == "inputs" and weight.ndim < 2:
                     raise SpecError(
                         f"PruneSpec.inputs names {name!r}, a {weight.ndim}-D parameter with no input axis; "
@@ -124,31 +126,38 @@ class PruneSpec:
         params = dict(masked.named_parameters())
         with torch.no_grad():
             for name, channels in self.outputs.items():
-                index = sorted(channels)
-                params[name][index] = 0
+                index = torch.tensor(sorted(channels), device=params[name].device)
+                params[name].index_fill_(weight_axes(masked, name)[1], index, 0)
                 bias = _sibling_bias(params, name)
                 if bias is not None:
-                    bias[index] = 0
+                    bias.index_fill_(0, index, 0)
             for name, channels in self.inputs.items():
-                params[name][:, sorted(channels)] = 0
+                index = torch.tensor(sorted(channels), device=params[name].device)
+                params[name].index_fill_(weight_axes(masked, name)[0], index, 0)
         return masked
 
 
+def weight_axes(model: nn.Module, name: str) -> tuple[int, int]:
+    """(input axis, output axis) of weight ``name``: (0, 1) for transposed convolutions, else (1, 0)."""
+    module_name, _, leaf = name.rpartition(".")
+    if leaf == "weight" and isinstance(model.get_submodule(module_name), _TRANSPOSED):
+        return 0, 1
+    return 1, 0
+
+
 def _sibling_bias(params: Mapping[str, torch.Tensor], weight_name: str) -> torch.Tensor | None:
-    prefix = weight_name[: -len("weight")]
-    bias = params.get(prefix + "bias")
+    """The bias of weight ``x.weight`` is ``x.bias`` (a parameter named otherwise has none)."""
+    if not weight_name.endswith("weight"):
+        return None
+    bias = params.get(weight_name[: -len("weight")] + "bias")
     return bias if bias is not None and bias.ndim == 1 else None
 
 
-def _zero_rows(weight: torch.Tensor, bias: torch.Tensor | None) -> frozenset[int]:
-    zero = weight.reshape(weight.shape[0], -1).eq(0).all(dim=1)
-    if bias is not None and bias.shape[0] == weight.shape[0]:
+def _zero_slices(weight: torch.Tensor, axis: int, bias: torch.Tensor | None = None) -> frozenset[int]:
+    """Indices along ``axis`` whose whole slice (and bias entry, if given) is zero."""
+    zero = weight.transpose(0, axis).reshape(weight.shape[axis], -1).eq(0).all(dim=1)
+    if bias is not None and bias.shape[0] == weight.shape[axis]:
         zero &= bias.eq(0)
-    return frozenset(torch.nonzero(zero).flatten().tolist())
-
-
-def _zero_columns(weight: torch.Tensor) -> frozenset[int]:
-    zero = weight.transpose(0, 1).reshape(weight.shape[1], -1).eq(0).all(dim=1)
     return frozenset(torch.nonzero(zero).flatten().tolist())
 
 

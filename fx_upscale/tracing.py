@@ -6,9 +6,9 @@ so every node carries ``meta["tensor_meta"]``.
 """
 from __future__ import annotations
 
-from copy import deepcopy
 import warnings
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from copy import deepcopy
 
 import torch
 import torch.fx as fx

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import assert_exact
 from torch import nn
 
 import fx_upscale
 from fx_upscale import PruneSpec, TracingError, UnsupportedOpError
-from support import assert_exact
 
 
 class CumsumBetweenConvs(nn.Module):

@@ -5,6 +5,7 @@ import copy
 
 import pytest
 import torch
+from support import assert_exact, gathers_in_graph
 from torch import nn
 from torch.fx.passes.infra.pass_manager import PassManager
 
@@ -15,7 +16,6 @@ from fx_upscale.passes import ChannelReorderPass, CleanupPass
 from fx_upscale.planning import plan_channels
 from fx_upscale.segments import find_segments
 from fx_upscale.tracing import trace
-from support import assert_exact, gathers_in_graph
 
 
 class Fan(nn.Module):

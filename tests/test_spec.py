@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import assert_exact, randomize_batchnorm
 from torch import nn
 
 import fx_upscale
 from fx_upscale import PruneSpec, SpecError
-from support import assert_exact, randomize_batchnorm
 
 
 class Small(nn.Module):

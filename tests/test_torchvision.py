@@ -10,10 +10,10 @@ import functools
 import pytest
 import torch
 import torchvision
+from support import assert_exact, gathers_in_graph, randomize_batchnorm
 from torch import nn
 
 import fx_upscale
-from support import assert_exact, gathers_in_graph, randomize_batchnorm
 
 pytestmark = pytest.mark.slow
 

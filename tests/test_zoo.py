@@ -7,9 +7,9 @@ Mode ``constrained`` never gathers and, with ``method="constrained"`` masks, is 
 dropped. The exported module re-traces, reloads its own state dict and has module attributes that match its
 (pruned) weights.
 
-Each zoo class names, for the random spec, the weights of the layers that read the graph input (``first``: their
-input columns are not masked) and of the layers that write the graph output (``last``: their filters are not
-masked).
+Each zoo class names, for the random spec, the weights of the layers that read the graph input (``first``:
+their input columns are not masked) and of the layers that write the graph output (``last``: their filters are
+not masked).
 """
 from __future__ import annotations
 
@@ -21,14 +21,14 @@ import zlib
 import pytest
 import torch
 import torch.nn.functional as F
+from support import assert_exact, count_calls, gathers_in_graph, randomize_batchnorm
 from torch import nn
 
 import fx_upscale
-from support import assert_exact, count_calls, gathers_in_graph, randomize_batchnorm
 
-# ------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # The zoo
-# ------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 
 class Zoo(nn.Module):
@@ -36,7 +36,7 @@ class Zoo(nn.Module):
     first: tuple[str, ...] = ()  # weights of layers reading the graph input
     last: tuple[str, ...] = ()  # weights of layers writing the graph output
     functional: tuple[str, ...] = ()  # get_attr weights of F.conv*/F.linear with groups=1 (random spec)
-    functional_depthwise: tuple[str, ...] = ()  # get_attr weights of depthwise F.conv2d (random spec, rows only)
+    functional_depthwise: tuple[str, ...] = ()  # get_attr weights of depthwise F.conv2d (filters only)
 
 
 class ConvBias(Zoo):
@@ -245,10 +245,11 @@ class FlattenLinear(Zoo):
         super().__init__()
         self.stem = nn.Conv2d(3, 10, 3, padding=1)
         self.bn = nn.BatchNorm2d(10)
-        self.conv_a, self.conv_b, self.conv_c, self.conv_d = (nn.Conv2d(10, c, 3, padding=1) for c in (6, 7, 8, 6))
+        widths = (6, 7, 8, 6)
+        self.conv_a, self.conv_b, self.conv_c, self.conv_d = (nn.Conv2d(10, c, 3, padding=1) for c in widths)
         self.pool = nn.MaxPool2d(3, stride=2)  # 8x8 -> 3x3
         self.flatten = nn.Flatten()
-        self.fc_a, self.fc_b, self.fc_c, self.fc_d = (nn.Linear(c * 9, 5) for c in (6, 7, 8, 6))
+        self.fc_a, self.fc_b, self.fc_c, self.fc_d = (nn.Linear(c * 9, 5) for c in widths)
 
     def forward(self, x):
         h = F.relu(self.bn(self.stem(x)))
@@ -351,6 +352,22 @@ class FanOutSum(Zoo):
     def forward(self, x):
         h = F.relu(self.bn(self.stem(x)))
         return self.head(F.relu(self.conv_a(h) + self.conv_b(h) + self.conv_c(h)))
+
+
+class TwoConsumers(Zoo):
+    """10c. One activation read by exactly two convs: a reordering always makes both reads contiguous."""
+
+    first, last = ("stem.weight",), ("conv_a.weight", "conv_b.weight")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv_a = nn.Conv2d(16, 6, 3, padding=1)
+        self.conv_b = nn.Conv2d(16, 5, 1)
+
+    def forward(self, x):
+        h = F.relu(self.stem(x))
+        return torch.cat([self.conv_a(h), self.conv_b(h)], 1)
 
 
 class CatOneConsumer(Zoo):
@@ -480,7 +497,7 @@ class Arithmetic(Zoo):
 
 
 class Functional(Zoo):
-    """16a. F.conv2d / F.linear on nn.Parameter attributes (get_attr weights), F.relu, F.adaptive_avg_pool2d."""
+    """16a. F.conv2d / F.linear on nn.Parameter attributes (get_attr weights), F.relu, adaptive pooling."""
 
     first, last = ("weight",), ("fc_weight",)
     functional = ("weight", "conv2_weight", "fc_weight")
@@ -527,9 +544,10 @@ class _DepthwiseShift(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(channels, 1, 3, 3) * 0.3)
         self.shift = nn.Parameter(torch.randn(channels) * 0.5)  # the bias, under another name
+        self.channels = channels
 
     def forward(self, x):
-        return F.conv2d(x, self.weight, self.shift, padding=1, groups=self.weight.shape[0])
+        return F.conv2d(x, self.weight, self.shift, padding=1, groups=self.channels)
 
 
 class FunctionalDepthwiseBias(Zoo):
@@ -611,7 +629,7 @@ class DenseBlock(Zoo):
 
 
 class ChannelScale(Zoo):
-    """19. Per-channel learnable scale and shift ``x * self.gamma + self.beta`` (get_attr tensors, C x 1 x 1)."""
+    """19. Per-channel learnable scale and shift ``x * self.gamma + self.beta`` (get_attr, C x 1 x 1)."""
 
     first, last = ("conv1.weight",), ("head.weight",)
 
@@ -655,16 +673,17 @@ ZOO: dict[str, type[Zoo]] = {
     cls.__name__: cls
     for cls in (
         ConvBias, ConvNoBias, Conv1dNet, Conv3dNet, DepthwiseBranch, LinearChain, ActivationsA, ActivationsB,
-        Pooling, FlattenLinear, FlattenChain, Residual, FanOutCat, FanOutSum, CatOneConsumer, CatManyConsumers,
+        Pooling, FlattenLinear, FlattenChain, Residual, FanOutCat, FanOutSum, TwoConsumers,
+        CatOneConsumer, CatManyConsumers,
         NestedCat, SqueezeExcite, SpatialAttention, Arithmetic, Functional, FunctionalDepthwise,
         FunctionalDepthwiseBias, DiamondPointwise, DiamondConv,
         DenseBlock, ChannelScale, TransposedConv,
     )
 }  # fmt: skip
 
-# ------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Helpers
-# ------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -702,9 +721,9 @@ def weighted_params(model: Zoo) -> list[tuple[str, int, int]]:
 
 
 def random_spec(model: Zoo, side: str, amount: float, seed: int) -> fx_upscale.PruneSpec:
-    """A seeded random spec: ``int(amount * n)`` random input channels / filters per conv/linear layer, never all
-    of them, never the input channels of a layer reading the graph input nor the filters of a layer writing its
-    output; on the output side also ``int(amount * n)`` random channels of every BatchNorm."""
+    """A seeded random spec: ``int(amount * n)`` random input channels / filters per conv/linear layer,
+    never all of them, never the input channels of a layer reading the graph input nor the filters of a layer
+    writing its output; on the output side also ``int(amount * n)`` random channels of every BatchNorm."""
     rng = random.Random(seed)
     inputs, outputs = {}, {}
     for name, n_in, n_out in weighted_params(model):
@@ -747,17 +766,17 @@ def export_checked(model, x, spec, mode) -> fx_upscale.ExportResult:
     return result
 
 
-# Per-worker caches, so that the baseline and upscale cases of one spec share the model, the spec and the baseline
-# export. Nothing cached is mutated: every test checks the model against the snapshot taken when it was built.
+# Per-worker caches, so that the baseline and upscale cases of one spec share the model, the spec and the
+# baseline export. Nothing cached is mutated: every test checks the model against its snapshot taken at build.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def built(name: str) -> tuple[Zoo, torch.Tensor, dict[str, torch.Tensor]]:
     model, x = build(name)
     return model, x, state(model)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def case(name: str, kind: str, side: str, amount: float) -> tuple[fx_upscale.PruneSpec, nn.Module]:
     model, x, _ = built(name)
     spec = make_spec(kind, model, x, side, amount, name)
@@ -765,25 +784,25 @@ def case(name: str, kind: str, side: str, amount: float) -> tuple[fx_upscale.Pru
     return spec, spec.apply(model)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def exported(name: str, kind: str, side: str, amount: float, mode: str) -> fx_upscale.ExportResult:
     model, x, _ = built(name)
     return export_checked(model, x, case(name, kind, side, amount)[0], mode)
 
 
 # Cases where an export need not remove any parameter, each with its reason. Everywhere else a non-trivial
-# spec must shrink the model: every zoo module has a conv/linear whose input tensor (or filter) is read only by
-# layers the spec masks.
+# spec must shrink the model: every zoo module has a conv/linear whose input tensor (or filter) is read only
+# by layers the spec masks.
 NOTHING_PRUNED_OK: dict[tuple[str, str, str], str] = {
-    # Every filter of the block feeds a cat that several pre-activation BatchNorms (one per later layer) read;
-    # mask(side="output") masks BatchNorms only on a producer's single-user chain, so a masked filter's zero
-    # channel becomes BatchNorm's non-zero shift in every reader and is still needed (as in DenseNet).
-    ("DenseBlock", "mask", "output"): "a zero filter is shifted by the per-reader BatchNorms",
+    # PruneSpec masks a weight's bias only when it is named like the weight ("x.weight" -> "x.bias"); a functional
+    # bias named otherwise keeps the masked channel non-zero, so it is (exactly) kept.
+    ("FunctionalDepthwiseBias", "mask", "output"): "its bias is not named like its weight, so it is not masked",
+    ("FunctionalDepthwiseBias", "random", "output"): "its bias is not named like its weight, so it is not masked",
 }
 
-# ------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Tests
-# ------------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 
 NAMES = list(ZOO)
 
@@ -827,7 +846,7 @@ def test_constrained_masks_export_without_copies(name: str, side: str) -> None:
 @pytest.mark.parametrize("kind", ["mask", "random"])
 @pytest.mark.parametrize("name", NAMES)
 def test_constrained_mode_never_gathers(name: str, kind: str) -> None:
-    """Unconstrained specs exported constrained: no copies; what upscale keeps = what constrained keeps + extra."""
+    """Unconstrained specs exported constrained: no copies; upscale keeps what constrained keeps + extra."""
     model, x, before = built(name)
     for side in ("input", "output", "both"):
         spec, masked = case(name, kind, side, 0.5)
@@ -845,7 +864,8 @@ def test_constrained_mode_never_gathers(name: str, kind: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_exported_module_is_consistent(name: str, mode: str) -> None:
     model, x, _ = built(name)
-    spec = make_spec("random", model, x, "both", 0.5, name).merged(fx_upscale.mask(model, x, amount=0.3, side="both"))
+    spec = make_spec("random", model, x, "both", 0.5, name)
+    spec = spec.merged(fx_upscale.mask(model, x, amount=0.3, side="both"))
     result = export_checked(model, x, spec, mode)
     exported_module = result.module
     for qualname, module in exported_module.named_modules():
@@ -878,9 +898,20 @@ def test_exported_module_is_consistent(name: str, mode: str) -> None:
     assert_exact(result, spec.apply(model), x)
 
 
+@pytest.mark.parametrize("amount", [0.3, 0.5])
+@pytest.mark.parametrize("kind", ["mask", "random"])
+def test_upscale_needs_no_copy_for_two_readers(kind: str, amount: float) -> None:
+    """Two consumers of one free tensor: the Gray order (ordering.py) makes both needed sets contiguous."""
+    upscale = exported("TwoConsumers", kind, "input", amount, "upscale").report
+    baseline = exported("TwoConsumers", kind, "input", amount, "baseline").report
+    assert baseline.gathers > 0 and baseline.copied_elements > 0  # the masks do need a reordering
+    assert upscale.gathers == upscale.copied_elements == 0
+    assert upscale.narrows >= 1
+
+
 def test_transposed_conv_spec_names_its_own_channels() -> None:
-    """A ConvTranspose2d weight is (in_channels, out_channels, kH, kW): a spec's input channels of it are rows of
-    that weight (axis 0) and its output channels are columns (axis 1) with the bias, as ``mask`` chooses them."""
+    """A ConvTranspose2d weight is (in_channels, out_channels, kH, kW): a spec's input channels of it are rows
+    of that weight (axis 0), its output channels columns (axis 1) with the bias, as ``mask`` chooses them."""
     model, x, _ = built("TransposedConv")  # up: ConvTranspose2d(12, 10)
     spec = fx_upscale.PruneSpec(inputs={"up.weight": [1, 4, 11]}, outputs={"up.weight": [2]})
     masked = spec.apply(model)
