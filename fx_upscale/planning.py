@@ -144,6 +144,7 @@ class _SegmentPlanner:
         self.on_unsupported, self.owners_of = on_unsupported, owners_of
         self.reads = reads
         self.consumer_reads = [read for read in self.reads if read.consumer]
+        self.pinned = self._pinned()
         self.physical: dict[str, tuple[int, ...]] = {}
 
     def plan(self) -> SegmentPlan:
@@ -170,15 +171,17 @@ class _SegmentPlanner:
         classes = self.analysis.classes(read.source)
         return {c for c, need in zip(classes, read.needed) if need or not only_needed}
 
-    def _pinned(self) -> set[int]:
+    def _pinned(self) -> frozenset[int]:
+        """Classes whose channels are kept in their original order: graph inputs, outputs of unknown ops, and
+        whatever a barrier (the graph output, an unknown op) reads."""
         pinned = {self.analysis.class_of[i] for i in self.analysis.frozen} & set(self.segment.classes)
         for read in self.reads:
             if not read.consumer:
                 pinned |= self._classes_read(read, only_needed=False)
-        return pinned
+        return frozenset(pinned)
 
     def _kept(self, mode: str) -> frozenset[int]:
-        kept = self._pinned()
+        kept = set(self.pinned)
         if mode != "constrained":
             for read in self.consumer_reads:
                 kept |= self._classes_read(read, only_needed=True)
@@ -188,7 +191,7 @@ class _SegmentPlanner:
             needed = self._classes_read(read, only_needed=True)
             kept |= needed
             vetoed |= self._classes_read(read, only_needed=False) - needed
-        return frozenset(kept - (vetoed - self._pinned()))
+        return frozenset(kept - (vetoed - self.pinned))
 
     def _keep_a_channel_per_producer(self, kept: frozenset[int]) -> frozenset[int]:
         """A producer none of whose channels is needed (e.g. its rows masked on one side and its consumers'
@@ -240,7 +243,7 @@ class _SegmentPlanner:
 
     def _order_problem(self, kept: frozenset[int]) -> tuple[OrderProblem, dict[str, dict]]:
         unit_of, unit_classes = self._units()
-        pinned = {unit_of[c] for c in self._pinned()}
+        pinned = {unit_of[c] for c in self.pinned}
         tensors, position_maps = [], {}
         for name in self.segment.tensors:
             blocks, positions, invalid = self._blocks(name, unit_of, unit_classes, kept)
