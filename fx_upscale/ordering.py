@@ -62,6 +62,7 @@ class Reader:
     tensor: int
     needed: frozenset[Position]
     weight: int  # elements copied per gathered channel
+    absorbed: bool = False  # selected by a cat from views: costs no copy, one view per run of channels
 
 
 @dataclass(frozen=True)
@@ -110,37 +111,61 @@ def choose_access(layout: Sequence[Position], needed: frozenset[Position], allow
     return Gather(indices)
 
 
-def copy_cost(problem: OrderProblem, orders: Orders, readers: Sequence[Reader] | None = None) -> tuple[int, int]:
-    """(copied elements, gathers) of ``readers`` (default: all); equal gathers of one tensor are shared.
+Cost = tuple[int, int, int]  # (copied elements, gathers, views of absorbed selections): compared in that order
+
+
+def copy_cost(problem: OrderProblem, orders: Orders, readers: Sequence[Reader] | None = None) -> Cost:
+    """(copied elements, gathers, views) of ``readers`` (default: all); equal gathers of one tensor are shared.
 
     >>> problem = OrderProblem(units=((0, 1, 2),), pinned=frozenset(), tensors=((Block(0, (0, 1, 2)),),),
-    ...     readers=(Reader(0, frozenset({(0, 0), (0, 2)}), 10),))
+    ...     readers=(Reader(0, frozenset({(0, 0), (0, 2)}), 10), Reader(0, frozenset({(0, 0), (0, 2)}), 10, True)))
     >>> copy_cost(problem, ((0, 1, 2),))
-    (20, 1)
+    (20, 1, 2)
     >>> copy_cost(problem, ((0, 2, 1),))
-    (0, 0)
+    (0, 0, 1)
     """
     gathers: set[tuple[int, tuple[int, ...]]] = set()
-    elements = 0
+    elements = views = 0
     layouts: dict[int, list[Position]] = {}
     for reader in problem.readers if readers is None else readers:
         if reader.tensor not in layouts:
             layouts[reader.tensor] = physical_layout(problem.tensors[reader.tensor], orders, problem.pinned)
+        if reader.absorbed:
+            views += count_runs(layouts[reader.tensor], reader.needed)
+            continue
         access = choose_access(layouts[reader.tensor], reader.needed)
         if isinstance(access, Gather) and (reader.tensor, access.indices) not in gathers:
             gathers.add((reader.tensor, access.indices))
             elements += len(access.indices) * reader.weight
-    return elements, len(gathers)
+    return elements, len(gathers), views
+
+
+def count_runs(layout: Sequence[Position], needed: frozenset[Position]) -> int:
+    """Runs of needed positions that are adjacent in ``layout`` and lie in one block.
+
+    >>> count_runs([(0, 1), (0, 2), (1, 3), (1, 4)], frozenset({(0, 1), (0, 2), (1, 3)}))
+    2
+    """
+    runs, previous = 0, None
+    for position in layout:
+        if position in needed:
+            if previous is None or previous[0] != position[0]:
+                runs += 1
+            previous = position
+        else:
+            previous = None
+    return runs
 
 
 def choose_orders(problem: OrderProblem, passes: int = 3) -> Orders:
-    """One order per unit, never copying more (elements or gathers) than the original orders.
+    """One order per unit, never copying more (elements or gathers) than the original orders; among orders
+    copying as little, fewer views for the selections absorbed into cats.
 
     >>> problem = OrderProblem(units=((0, 1, 2, 3),), pinned=frozenset(), tensors=((Block(0, (0, 1, 2, 3)),),),
     ...     readers=(Reader(0, frozenset({(0, 0), (0, 2)}), 5), Reader(0, frozenset({(0, 2), (0, 3)}), 1)))
     >>> orders = choose_orders(problem)
     >>> copy_cost(problem, orders)
-    (0, 0)
+    (0, 0, 0)
     """
     orders = list(problem.units)
     readers_of = _readers_by_unit(problem)
@@ -157,7 +182,7 @@ def choose_orders(problem: OrderProblem, passes: int = 3) -> Orders:
                 trial = orders.copy()
                 trial[unit] = candidate
                 trial_local = copy_cost(problem, tuple(trial), readers_of[unit])
-                cost = (best[0] - local[0] + trial_local[0], best[1] - local[1] + trial_local[1])
+                cost = tuple(b - old + new for b, old, new in zip(best, local, trial_local))
                 if cost < best and cost[1] <= gather_budget:
                     best, orders, local, improved = cost, trial, trial_local, True
         if not improved:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import registry as r
+from .absorption import CatSelection, absorbing_chain, cat_pieces
 from .channels import ChannelAnalysis, Read
 from .errors import UnsupportedOpError, describe_node
 from .ordering import (
@@ -78,6 +79,7 @@ class ConsumerAccess:
     shared_with: str | None = None  # an earlier consumer whose identical gather it reuses
     needed: int = 0  # channels it needs (non-zero columns of non-zero inputs)
     available: int = 0  # channels its input carries after pruning
+    absorbed_into: str | None = None  # the cat that now concatenates only what it needs
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ class SegmentPlan:
     kept: int
     extra_pruned: int  # classes a consumer needed but mode "constrained" dropped
     frozen_by: tuple[str, ...] = ()  # unknown ops whose channels were kept (on_unsupported="freeze")
+    cat_selections: tuple[CatSelection, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,10 @@ class ChannelPlan:
     @property
     def accesses(self) -> tuple[ConsumerAccess, ...]:
         return tuple(access for segment in self.segments for access in segment.consumers)
+
+    @property
+    def cat_selections(self) -> tuple[CatSelection, ...]:
+        return tuple(selection for segment in self.segments for selection in segment.cat_selections)
 
 
 def plan_channels(
@@ -144,6 +151,12 @@ class _SegmentPlanner:
         self.on_unsupported, self.owners_of = on_unsupported, owners_of
         self.reads = reads
         self.consumer_reads = [read for read in self.reads if read.consumer]
+        self.absorbable: dict[str, tuple[str, ...]] = {}
+        if mode == "upscale":
+            for read in self.consumer_reads:
+                chain = absorbing_chain(analysis, read)
+                if chain is not None:
+                    self.absorbable[read.reader] = chain
         self.pinned = self._pinned()
         self.physical: dict[str, tuple[int, ...]] = {}
 
@@ -158,11 +171,11 @@ class _SegmentPlanner:
             layout = physical_layout(problem.tensors[index], orders, problem.pinned)
             layouts[name] = layout
             self.physical[name] = tuple(position_maps[name][p] for p in layout)
-        consumers = self._consumer_accesses(layouts, position_maps)
+        consumers, selections = self._consumer_accesses(layouts, position_maps)
         producers = tuple(o for o in self.segment.owners if isinstance(self.analysis.roles[o], r.Weighted))
         return SegmentPlan(
             self.segment.index, producers, consumers, len(self.segment.classes), len(kept),
-            len(kept_free - kept), frozen_by,
+            len(kept_free - kept), frozen_by, selections,
         )  # fmt: skip
 
     # -- what is kept ------------------------------------------------------------------------------------------
@@ -255,7 +268,8 @@ class _SegmentPlanner:
         tensor_index = {name: index for index, name in enumerate(self.segment.tensors)}
         for read in self.consumer_reads:
             needed = self._needed_positions(read, position_maps[read.source], kept)
-            readers.append(Reader(tensor_index[read.source], needed, read.elements_per_channel))
+            absorbed = read.reader in self.absorbable  # costs no copy: fewer views is all an order can win
+            readers.append(Reader(tensor_index[read.source], needed, read.elements_per_channel, absorbed))
         return OrderProblem(units, frozenset(pinned), tuple(tensors), tuple(readers)), position_maps
 
     def _units(self) -> tuple[dict[int, int], list[list[int]]]:
@@ -303,15 +317,20 @@ class _SegmentPlanner:
 
     # -- results ------------------------------------------------------------------------------------------------
 
-    def _consumer_accesses(self, layouts: dict, position_maps: dict) -> tuple[ConsumerAccess, ...]:
-        accesses, gathers = [], {}
-        kept = {c for layout in layouts.values() for _, c in layout}
+    def _consumer_accesses(self, layouts: dict, position_maps: dict):
+        accesses, selections, gathers = [], [], {}
+        kept = frozenset(c for layout in layouts.values() for _, c in layout)
         for read in self.consumer_reads:
             layout = layouts[read.source]
-            needed = self._needed_positions(read, position_maps[read.source], frozenset(kept))
+            needed = self._needed_positions(read, position_maps[read.source], kept)
             access: Access = Full()
             if self.mode != "constrained":
                 access = choose_access(layout, needed, allow_narrow=self.mode == "upscale")
+            absorbed = None
+            if read.reader in self.absorbable and not isinstance(access, Full):
+                selected = _columns(access, self.physical[read.source])
+                selections.append(self._absorb(read, selected))
+                access, absorbed = Full(), selections[-1].cat
             columns = _columns(access, self.physical[read.source])
             copied, shared = 0, None
             if isinstance(access, Gather):
@@ -322,10 +341,18 @@ class _SegmentPlanner:
             accesses.append(
                 ConsumerAccess(
                     read.reader, read.source, layout_info.axis, layout_info.repeat, access, columns, copied,
-                    shared, len(needed), len(layout),
+                    shared, len(needed), len(layout), absorbed,
                 )
             )  # fmt: skip
-        return tuple(accesses)
+        return tuple(accesses), tuple(selections)
+
+    def _absorb(self, read: Read, selected: tuple[int, ...]) -> CatSelection:
+        """Narrow the chain from the cat to the consumer down to ``selected`` (original positions, in order)."""
+        chain = self.absorbable[read.reader]
+        pieces = cat_pieces(self.analysis, chain[0], selected, self.physical)
+        for name in chain:
+            self.physical[name] = selected
+        return CatSelection(chain[0], pieces, read.reader)
 
 
 def _columns(access: Access, physical: tuple[int, ...]) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ from .planning import ChannelPlan, ConsumerAccess, SegmentPlan
 class ConsumerReport:
     node: str
     source: str
-    access: str  # "full" | "narrow" | "gather"
+    access: str  # "full" | "narrow" | "gather" | "absorbed"
     channels_read: int
     channels_needed: int
     channels_available: int
@@ -43,6 +43,7 @@ class ExportReport:
     gathers: int
     narrows: int
     copied_elements: int  # elements the inserted gathers copy per forward at the example inputs
+    absorbed: int  # consumers whose selection a cat now makes (no copy inserted)
     params_before: int
     params_after: int
     extra_pruned_channels: int  # mode "constrained": channels dropped beyond the spec
@@ -55,7 +56,7 @@ class ExportReport:
         return (
             f"{self.mode}: params {self.params_after:,}/{self.params_before:,} "
             f"({100 * self.params_after / max(1, self.params_before):.1f}%), gathers {self.gathers}, "
-            f"narrows {self.narrows}, copied elements {self.copied_elements:,}, "
+            f"narrows {self.narrows}, copied elements {self.copied_elements:,}, absorbed {self.absorbed}, "
             f"extra pruned channels {self.extra_pruned_channels}, {self.export_seconds:.2f} s"
         )
 
@@ -70,6 +71,7 @@ def build_report(
         gathers=sum(node.target is torch.index_select for node in inserted),
         narrows=sum(node.target is torch.narrow for node in inserted),
         copied_elements=sum(a.copied_elements for a in plan.accesses),
+        absorbed=len(plan.cat_selections),
         params_before=params_before,
         params_after=count_parameters(module),
         extra_pruned_channels=sum(segment.extra_pruned for segment in plan.segments),
@@ -94,7 +96,10 @@ def _segment_report(segment: SegmentPlan) -> SegmentReport:
 def _consumer_report(access: ConsumerAccess) -> ConsumerReport:
     kind = type(access.access).__name__.lower()
     read = len(access.columns)
-    if isinstance(access.access, Full):
+    if access.absorbed_into:
+        kind = "absorbed"
+        reason = f"cat {access.absorbed_into!r} concatenates only the {read} channels it needs, from narrow views"
+    elif isinstance(access.access, Full):
         reason = "reads every channel its input keeps"
     elif isinstance(access.access, Narrow):
         reason = f"the {read} channels it needs are contiguous: a view"

@@ -826,7 +826,8 @@ def test_export_is_exact(name: str, mode: str, kind: str, side: str, amount: flo
         base = exported(name, kind, side, amount, "baseline").report
         assert report.gathers <= base.gathers, (report.summary(), base.summary())
         assert report.copied_elements <= base.copied_elements, (report.summary(), base.summary())
-        assert report.params_after == base.params_after
+        # same channels kept; absorbing a selection into a cat also shrinks the per-channel layers after it
+        assert report.params_after <= base.params_after
     assert_unchanged(model, before)
 
 

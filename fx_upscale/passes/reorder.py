@@ -15,6 +15,7 @@ from torch import nn
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..errors import UnsupportedGraphError
+from ..absorption import CatSelection
 from ..ordering import Full, Gather, Narrow
 from ..planning import ChannelPlan, ConsumerAccess, ParamSlice
 
@@ -27,7 +28,9 @@ class ChannelReorderPass(PassBase):
     def __init__(self, plan: ChannelPlan) -> None:
         super().__init__()
         self.plan = plan
-        self.fingerprint = hash((plan.mode, plan.param_slices, plan.attr_updates, plan.arg_updates, plan.accesses))
+        self.fingerprint = hash(
+            (plan.mode, plan.param_slices, plan.attr_updates, plan.arg_updates, plan.accesses, plan.cat_selections)
+        )
 
     def call(self, graph_module: fx.GraphModule) -> PassResult:
         if self._already_applied(graph_module):
@@ -45,6 +48,8 @@ class ChannelReorderPass(PassBase):
                 arg.keyword, arg.value
             )
         _insert_accesses(graph_module, nodes, self.plan.accesses)
+        for selection in self.plan.cat_selections:
+            _select_in_cat(graph_module.graph, nodes, selection)
         self._output(graph_module).meta.setdefault("upscale", {}).setdefault("applied", []).append(self.fingerprint)
         graph_module.recompile()
         return PassResult(graph_module, True)
@@ -121,6 +126,32 @@ def _reader_node(graph_module: fx.GraphModule, source: fx.Node, access: Consumer
         node = graph.call_function(torch.index_select, (source, access.axis, graph.get_attr(name)))
     node.meta["upscale"] = {"access": type(access.access).__name__.lower(), "consumer": access.node}
     return node
+
+
+def _select_in_cat(graph: fx.Graph, nodes: dict[str, fx.Node], selection: CatSelection) -> None:
+    """Make the cat concatenate only the selected pieces: narrow views of its inputs, or the inputs themselves."""
+    cat = nodes[selection.cat]
+    axis = _cat_dim(cat)
+    pieces = []
+    with graph.inserting_before(cat):
+        for piece in selection.pieces:
+            source = nodes[piece.source]
+            if piece.whole:
+                pieces.append(source)
+                continue
+            view = graph.call_function(torch.narrow, (source, axis, piece.start, piece.length))
+            view.meta["upscale"] = {"access": "narrow", "consumer": selection.consumer, "cat": selection.cat}
+            pieces.append(view)
+    if len(cat.args) > 0:
+        cat.update_arg(0, pieces)
+    else:
+        cat.update_kwarg("tensors", pieces)
+    cat.meta.setdefault("upscale", {})["selection_of"] = selection.consumer
+
+
+def _cat_dim(cat: fx.Node) -> int:
+    dim = cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0)
+    return dim % len(cat.meta["tensor_meta"].shape)
 
 
 def _expanded(access: ConsumerAccess) -> tuple[int, ...]:
