@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import torch
+from support import assert_exact, gathers_in_graph, randomize_batchnorm
 from torch import nn
 
 import fx_upscale
 from fx_upscale import PruneSpec
-from support import assert_exact, gathers_in_graph, randomize_batchnorm
 
 
 class Dense(nn.Module):

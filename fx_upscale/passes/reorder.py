@@ -14,8 +14,8 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from ..errors import UnsupportedGraphError
 from ..absorption import CatSelection
+from ..errors import UnsupportedGraphError
 from ..ordering import Full, Gather, Narrow
 from ..planning import ChannelPlan, ConsumerAccess, ParamSlice
 
