@@ -74,7 +74,8 @@ def main() -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"threads 1, load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after, torch {torch.__version__}")
+    load_after = os.getloadavg()[0]
+    print(f"threads 1, load average {load_before:.2f} before / {load_after:.2f} after, torch {torch.__version__}")
     print(
         "| model | amount | baseline: gathers / copied | upscale: gathers / narrows / absorbed / copied "
         "| measured copies, total (unpruned → upscale) | params kept | upscale export s |"
