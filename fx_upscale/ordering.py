@@ -22,8 +22,11 @@ a zero-copy order exists.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from .pqtree import PQTree
 
 Position = tuple[int, int]  # (block index within the tensor, channel)
 
@@ -114,8 +117,12 @@ def choose_access(layout: Sequence[Position], needed: frozenset[Position], allow
 Cost = tuple[int, int, int]  # (copied elements, gathers, views of absorbed selections): compared in that order
 
 
-def copy_cost(problem: OrderProblem, orders: Orders, readers: Sequence[Reader] | None = None) -> Cost:
+def copy_cost(
+    problem: OrderProblem, orders: Orders, readers: Sequence[Reader] | None = None, unit: int | None = None
+) -> Cost:
     """(copied elements, gathers, views) of ``readers`` (default: all); equal gathers of one tensor are shared.
+    With ``unit``, absorbed readers count only the views in that unit's blocks (views never span blocks, so
+    this is enough to compare orders of that unit).
 
     >>> problem = OrderProblem(units=((0, 1, 2),), pinned=frozenset(), tensors=((Block(0, (0, 1, 2)),),),
     ...     readers=(Reader(0, frozenset({(0, 0), (0, 2)}), 10), Reader(0, frozenset({(0, 0), (0, 2)}), 10, True)))
@@ -128,16 +135,27 @@ def copy_cost(problem: OrderProblem, orders: Orders, readers: Sequence[Reader] |
     elements = views = 0
     layouts: dict[int, list[Position]] = {}
     for reader in problem.readers if readers is None else readers:
+        if reader.absorbed:
+            views += _block_views(problem, orders, reader, unit)
+            continue
         if reader.tensor not in layouts:
             layouts[reader.tensor] = physical_layout(problem.tensors[reader.tensor], orders, problem.pinned)
-        if reader.absorbed:
-            views += count_runs(layouts[reader.tensor], reader.needed)
-            continue
         access = choose_access(layouts[reader.tensor], reader.needed)
         if isinstance(access, Gather) and (reader.tensor, access.indices) not in gathers:
             gathers.add((reader.tensor, access.indices))
             elements += len(access.indices) * reader.weight
     return elements, len(gathers), views
+
+
+def _block_views(problem: OrderProblem, orders: Orders, reader: Reader, unit: int | None) -> int:
+    """Views an absorbed reader needs: runs of its channels, block by block (only ``unit``'s blocks if given)."""
+    views = 0
+    for index, block in enumerate(problem.tensors[reader.tensor]):
+        if unit is not None and block.unit != unit:
+            continue
+        channels = block.channels if block.unit in problem.pinned else orders[block.unit]
+        views += count_runs([(index, c) for c in channels], reader.needed)
+    return views
 
 
 def count_runs(layout: Sequence[Position], needed: frozenset[Position]) -> int:
@@ -167,21 +185,118 @@ def choose_orders(problem: OrderProblem, passes: int = 3) -> Orders:
     >>> copy_cost(problem, orders)
     (0, 0, 0)
     """
+    identity = problem.units
+    gather_budget = copy_cost(problem, identity)[1]
+    start = min((identity, consecutive_orders(problem)), key=lambda o: _budgeted(copy_cost(problem, o), gather_budget))
+    return _descend(problem, start, gather_budget, passes)
+
+
+def _budgeted(cost: Cost, gather_budget: int) -> tuple[bool, Cost]:
+    return cost[1] > gather_budget, cost
+
+
+def consecutive_orders(problem: OrderProblem) -> Orders:
+    """Orders that make readers contiguous, heaviest reader first, as long as all accepted ones stay so.
+
+    Every reader becomes a few "consecutive" constraints on the units it reads (its channels in one block; the
+    end of one block and the start of the next when it spans blocks); a PQ-tree per unit accepts a reader's
+    constraints only if an order satisfies them together with every reader accepted before. When all readers fit
+    (the family has the consecutive-ones property) no reader copies anything.
+
+    >>> blocks = (Block(0, (0, 1, 2, 3, 4)),)
+    >>> needs = [{1, 3}, {3, 4}, {0, 2}, {0, 1}]
+    >>> problem = OrderProblem(((0, 1, 2, 3, 4),), frozenset(), (blocks,),
+    ...     tuple(Reader(0, frozenset((0, c) for c in need), 1) for need in needs))
+    >>> orders = consecutive_orders(problem)
+    >>> orders[0] in ((2, 0, 1, 3, 4), (4, 3, 1, 0, 2)), copy_cost(problem, orders)
+    (True, (0, 0, 0))
+    """
+    trees = {}
+    for unit, channels in enumerate(problem.units):
+        if unit not in problem.pinned and len(channels) > 1:
+            tree = PQTree([*channels, _LEFT, _RIGHT])
+            tree.reduce({*channels, _LEFT})  # the sentinels are the two ends:
+            tree.reduce({*channels, _RIGHT})  # "prefix" and "suffix" become "consecutive with an end"
+            trees[unit] = tree
+    for reader in sorted(problem.readers, key=lambda reader: (reader.absorbed, -reader.weight * len(reader.needed))):
+        constraints = _reader_constraints(problem, reader)
+        if constraints:
+            _offer({unit: sets for unit, sets in constraints.items() if unit in trees}, trees)
     orders = list(problem.units)
+    for unit, tree in trees.items():
+        order = tree.frontier()
+        if order.index(_LEFT) > order.index(_RIGHT):
+            order.reverse()
+        orders[unit] = tuple(c for c in order if c not in (_LEFT, _RIGHT))
+    return tuple(orders)
+
+
+_LEFT, _RIGHT = ("end", "left"), ("end", "right")  # sentinel elements: never channel ints
+
+
+def _reader_constraints(problem: OrderProblem, reader: Reader) -> dict[int, list[set]] | None:
+    """Per unit, the sets that must be consecutive for ``reader`` to read a contiguous range; None if no order
+    of the units can make it contiguous (it skips a block, or a pinned unit is in the way)."""
+    blocks = problem.tensors[reader.tensor]
+    touched = sorted({b for b, _ in reader.needed})
+    if not touched:
+        return {}
+    first, last = touched[0], touched[-1]
+    constraints: dict[int, list[set]] = {}
+    for index in range(first, last + 1):
+        block = blocks[index]
+        chosen = {c for b, c in reader.needed if b == index}
+        if len(chosen) == len(block.channels):
+            continue
+        if first < index < last:
+            return None  # an inner block it does not read whole
+        ends = set() if first == last else {_RIGHT} if index == first else {_LEFT}
+        if block.unit in problem.pinned:
+            if not _fits_fixed(block.channels, chosen, ends):
+                return None
+            continue
+        constraints.setdefault(block.unit, []).append(chosen | ends)
+    return constraints
+
+
+def _fits_fixed(order: tuple[int, ...], chosen: set, ends: set) -> bool:
+    """Is ``chosen`` contiguous in a fixed ``order`` (and at the required end)?"""
+    marks = [_LEFT, *order, _RIGHT]
+    indices = [i for i, c in enumerate(marks) if c in chosen or c in ends]
+    return indices[-1] - indices[0] + 1 == len(indices)
+
+
+def _offer(constraints: dict[int, list[set]], trees: dict[int, PQTree]) -> bool:
+    """Apply all of one reader's constraints, or none of them."""
+    if any(len(sets) > 1 for sets in constraints.values()):
+        trial = {unit: copy.deepcopy(trees[unit]) for unit in constraints}
+        if not all(trial[unit].reduce(s) for unit, sets in constraints.items() for s in sets):
+            return False
+        trees.update(trial)
+        return True
+    if not all(trees[unit].fits(sets[0]) for unit, sets in constraints.items()):
+        return False
+    for unit, sets in constraints.items():
+        trees[unit].reduce(sets[0])
+    return True
+
+
+def _descend(problem: OrderProblem, start: Orders, gather_budget: int, passes: int) -> Orders:
+    """Coordinate descent over units: try Gray orders of each free unit, keep what lowers the cost."""
+    orders = list(start)
     readers_of = _readers_by_unit(problem)
     best = copy_cost(problem, tuple(orders))
-    gather_budget = best[1]
     for _ in range(passes):
         improved = False
         for unit in range(len(orders)):
             if unit in problem.pinned or len(orders[unit]) < 2 or not readers_of[unit]:
                 continue
             # Only the readers of tensors holding this unit change: compare their cost alone.
-            local = copy_cost(problem, tuple(orders), readers_of[unit])
+            local = copy_cost(problem, tuple(orders), readers_of[unit], unit)
             for candidate in _candidates(problem, unit, readers_of[unit]):
                 trial = orders.copy()
                 trial[unit] = candidate
-                trial_local = copy_cost(problem, tuple(trial), readers_of[unit])
+                trial_local = copy_cost(problem, tuple(trial), readers_of[unit], unit)
                 cost = tuple(b - old + new for b, old, new in zip(best, local, trial_local))
                 if cost < best and cost[1] <= gather_budget:
                     best, orders, local, improved = cost, trial, trial_local, True

@@ -258,8 +258,12 @@ class _SegmentPlanner:
         unit_of, unit_classes = self._units()
         pinned = {unit_of[c] for c in self.pinned}
         tensors, position_maps = [], {}
+        by_ids: dict[tuple[int, ...], tuple] = {}  # pass-through chains repeat one layout: split it once
         for name in self.segment.tensors:
-            blocks, positions, invalid = self._blocks(name, unit_of, unit_classes, kept)
+            ids = self.analysis.layouts[name].ids
+            if ids not in by_ids:
+                by_ids[ids] = self._blocks(name, unit_of, unit_classes, kept)
+            blocks, positions, invalid = by_ids[ids]
             pinned |= invalid
             tensors.append(tuple(blocks))
             position_maps[name] = positions

@@ -73,20 +73,17 @@ class PQTree:
                 stack.extend(reversed(node.children))
         return order
 
+    def fits(self, subset: Iterable[Hashable]) -> bool:
+        """Whether some order the tree allows keeps ``subset`` consecutive (the tree is not changed)."""
+        labelled = self._label(set(subset))
+        return labelled is None or self._feasible(*labelled)
+
     def reduce(self, subset: Iterable[Hashable]) -> bool:
         """Restrict the tree to orders where ``subset`` is consecutive; False (tree unchanged) if none is left."""
-        subset = set(subset)
-        if not subset <= self.leaf_of.keys():
-            raise ValueError(f"unknown elements {sorted(map(str, subset - self.leaf_of.keys()))[:5]}")
-        if len(subset) <= 1 or len(subset) == len(self.leaf_of):
+        labelled = self._label(set(subset))
+        if labelled is None:
             return True
-        counts = self._count(subset)
-        root = self.leaf_of[next(iter(subset))]
-        while counts[root] < len(subset):
-            root = root.parent
-        status = self._status(root, counts)
-        if status[root] == FULL:
-            return True
+        root, status = labelled
         if not self._feasible(root, status):
             return False
         arranged = self._arrange_all(root, status)
@@ -97,6 +94,19 @@ class PQTree:
         return True
 
     # -- labelling ----------------------------------------------------------------------------------------------
+
+    def _label(self, subset: set) -> tuple[_Node, dict[_Node, str]] | None:
+        """The pertinent root and the labels of its subtree; None when ``subset`` is consecutive already."""
+        if not subset <= self.leaf_of.keys():
+            raise ValueError(f"unknown elements {sorted(map(str, subset - self.leaf_of.keys()))[:5]}")
+        if len(subset) <= 1 or len(subset) == len(self.leaf_of):
+            return None
+        counts = self._count(subset)
+        root = self.leaf_of[next(iter(subset))]
+        while counts[root] < len(subset):
+            root = root.parent
+        status = self._status(root, counts)
+        return None if status[root] == FULL else (root, status)
 
     def _count(self, subset: set) -> dict[_Node, int]:
         """How many elements of ``subset`` lie under each node on their paths to the root.

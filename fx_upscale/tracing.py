@@ -53,8 +53,8 @@ def trace(
     private = deepcopy(model) if copy else model
     gm = private if isinstance(private, fx.GraphModule) else _symbolic_trace(private, leaf_modules)
     gm.eval()
-    gm.graph.eliminate_dead_code()
-    gm.recompile()
+    if gm.graph.eliminate_dead_code():
+        gm.recompile()
     with torch.no_grad():
         ShapeProp(gm).propagate(*example_inputs)
     return gm

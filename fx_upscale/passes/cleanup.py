@@ -6,7 +6,10 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 
 class CleanupPass(PassBase):
-    """Remove dead nodes and unused submodules, then lint and recompile. Idempotent."""
+    """Remove dead nodes and unused submodules, lint, and recompile if the graph changed. Idempotent.
+
+    Passes that change the graph recompile it themselves (``ChannelReorderPass`` does), so the module it gets is
+    already in sync with its graph."""
 
     def call(self, graph_module: fx.GraphModule) -> PassResult:
         modules_before = len(list(graph_module.named_modules()))
@@ -14,5 +17,6 @@ class CleanupPass(PassBase):
         graph_module.delete_all_unused_submodules()
         removed_modules = len(list(graph_module.named_modules())) != modules_before
         graph_module.graph.lint()
-        graph_module.recompile()
+        if removed_nodes:
+            graph_module.recompile()
         return PassResult(graph_module, bool(removed_nodes or removed_modules))
