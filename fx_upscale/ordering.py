@@ -13,12 +13,21 @@ Pure Python on ints and tuples: no torch, no fx. The planner (``planning.py``) d
 :func:`choose_orders` returns one order per unit; :func:`physical_layout` and :func:`choose_access` turn orders into
 what each consumer reads (:class:`Full`, :class:`Narrow` or :class:`Gather`).
 
-The search: start from the original orders; for each free unit try the reflected-binary (Gray) order of its channels
-keyed by which readers need them (heaviest reader first: the two heaviest readers of a unit are always contiguous
-in it) and its reverse; keep a candidate only if it lowers the copied elements without raising the number of
-gathers above the original order's. O(passes × units × candidates × reader positions): polynomial, a few ms on a
-DenseNet block. It never does worse than the original order, but it is not yet optimal: a PQ-tree decides exactly when
-a zero-copy order exists.
+The search, per segment:
+
+1. :func:`consecutive_orders`: readers, heaviest first (channels x elements per channel: the bytes a gather would
+   copy), each turned into "these channels are consecutive" constraints on the units it reads; a PQ-tree per unit
+   (``pqtree.py``, Booth & Lueker) accepts a reader only if all its constraints fit together with the readers
+   accepted before. If the family has the consecutive-ones property every reader is accepted: zero copies.
+2. Start from the cheaper of that and the original orders, then a coordinate descent over units tries the
+   reflected-binary (Gray) order of each unit's channels keyed by its readers, and its reverse, and keeps a change
+   only if it lowers (copied elements, gathers, views) with no more gathers than the original orders have.
+
+Guarantees: zero copies whenever an order allows it (step 1, exact); never more copied elements or gathers than the
+original order. Otherwise heuristic: on 300 random small instances checked against a brute-force oracle
+(``tests/test_ordering.py``) 299 are optimal and none copies more than 1.5x the optimum (observed worst 1.15x).
+Complexity: O(readers x channels) for the PQ-trees, O(passes x units x readers x channels) for the descent;
+polynomial throughout.
 """
 from __future__ import annotations
 
