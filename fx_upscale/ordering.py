@@ -55,9 +55,19 @@ class Narrow:
 
 @dataclass(frozen=True)
 class Gather:
-    """The consumer reads the channels at ``indices``: an ``index_select``, a copy."""
+    """The consumer reads channels copied out by an ``index_select`` of ``indices`` (in that order); when several
+    consumers share one gather, each reads its range ``within`` = (start, length) of the gathered channels."""
 
     indices: tuple[int, ...]
+    within: tuple[int, int] | None = None
+
+    @property
+    def selected(self) -> tuple[int, ...]:
+        """The positions this consumer reads, in the order it reads them."""
+        if self.within is None:
+            return self.indices
+        start, length = self.within
+        return self.indices[start : start + length]
 
 
 Access = Full | Narrow | Gather
@@ -111,9 +121,9 @@ def choose_access(layout: Sequence[Position], needed: frozenset[Position], allow
     >>> choose_access(layout, frozenset({(0, 2), (0, 3)}))
     Narrow(start=1, length=2)
     >>> choose_access(layout, frozenset({(0, 2), (0, 3)}), allow_narrow=False)
-    Gather(indices=(1, 2))
+    Gather(indices=(1, 2), within=None)
     >>> choose_access(layout, frozenset({(0, 1), (0, 4)}))
-    Gather(indices=(0, 3))
+    Gather(indices=(0, 3), within=None)
     """
     indices = tuple(i for i, position in enumerate(layout) if position in needed)
     if len(indices) == len(layout):
@@ -154,6 +164,52 @@ def copy_cost(
             gathers.add((reader.tensor, access.indices))
             elements += len(access.indices) * reader.weight
     return elements, len(gathers), views
+
+
+def share_gathers(needs: dict[str, tuple[int, ...]], exhaustive_limit: int = 24) -> dict[str, Gather]:
+    """Serve consumers that gather from one tensor with as few gathers as possible, each copying the union of its
+    consumers' channels in an order that makes every consumer's channels a contiguous range of it.
+
+    ``needs`` maps each consumer to the positions it reads (sorted). Groups are formed greedily, largest needs
+    first, with a PQ-tree over the union (a consumer joins the group if its positions can be consecutive together
+    with those accepted before); beyond ``exhaustive_limit`` consumers, pairs are formed (two sets always fit).
+    A shared gather never copies more than separate ones: |A ∪ B| <= |A| + |B|.
+
+    >>> shared = share_gathers({"a": (0, 1, 2, 4), "b": (2, 4, 5, 6)})
+    >>> shared["a"].indices == shared["b"].indices and len(shared["a"].indices) == 6
+    True
+    >>> sorted(shared["a"].selected), sorted(shared["b"].selected)
+    ([0, 1, 2, 4], [2, 4, 5, 6])
+    """
+    pending = sorted(needs, key=lambda name: (-len(needs[name]), name))
+    shared: dict[str, Gather] = {}
+    while pending:
+        if len(pending) > exhaustive_limit:
+            group, pending = pending[:2], pending[2:]
+            order = _pair_order(needs[group[0]], needs[group[-1]])
+        else:
+            group, pending, order = _largest_group(pending, needs)
+        for name in group:
+            chosen = set(needs[name])
+            start = next(i for i, p in enumerate(order) if p in chosen)
+            whole = len(chosen) == len(order)
+            shared[name] = Gather(tuple(order), None if whole else (start, len(chosen)))
+    return shared
+
+
+def _largest_group(pending: list[str], needs: dict[str, tuple[int, ...]]) -> tuple[list[str], list[str], list[int]]:
+    universe = sorted({p for name in pending for p in needs[name]})
+    tree = PQTree(universe)
+    group, rest = [], []
+    for name in pending:
+        (group if tree.reduce(needs[name]) else rest).append(name)
+    used = {p for name in group for p in needs[name]}
+    return group, rest, [p for p in tree.frontier() if p in used]
+
+
+def _pair_order(a: tuple[int, ...], b: tuple[int, ...]) -> list[int]:
+    only_a, both, only_b = sorted(set(a) - set(b)), sorted(set(a) & set(b)), sorted(set(b) - set(a))
+    return only_a + both + only_b
 
 
 def _block_views(problem: OrderProblem, orders: Orders, reader: Reader, unit: int | None) -> int:

@@ -33,6 +33,7 @@ from .ordering import (
     choose_access,
     choose_orders,
     physical_layout,
+    share_gathers,
 )
 from .segments import Segment
 
@@ -322,33 +323,51 @@ class _SegmentPlanner:
     # -- results ------------------------------------------------------------------------------------------------
 
     def _consumer_accesses(self, layouts: dict, position_maps: dict):
-        accesses, selections, gathers = [], [], {}
         kept = frozenset(c for layout in layouts.values() for _, c in layout)
+        plain, selections = {}, []
         for read in self.consumer_reads:
-            layout = layouts[read.source]
             needed = self._needed_positions(read, position_maps[read.source], kept)
             access: Access = Full()
             if self.mode != "constrained":
-                access = choose_access(layout, needed, allow_narrow=self.mode == "upscale")
-            absorbed = None
+                access = choose_access(layouts[read.source], needed, allow_narrow=self.mode == "upscale")
             if read.reader in self.absorbable and not isinstance(access, Full):
-                selected = _columns(access, self.physical[read.source])
-                selections.append(self._absorb(read, selected))
-                access, absorbed = Full(), selections[-1].cat
-            columns = _columns(access, self.physical[read.source])
+                selections.append(self._absorb(read, _columns(access, self.physical[read.source])))
+                access = Full()
+            plain[read.reader] = (access, len(needed))
+        if self.mode == "upscale":
+            plain.update(self._shared_gathers(plain))
+        absorbed = {selection.consumer: selection.cat for selection in selections}
+        accesses, gathers = [], {}
+        for read in self.consumer_reads:
+            access, needed = plain[read.reader]
             copied, shared = 0, None
             if isinstance(access, Gather):
                 shared = gathers.get((read.source, access.indices))
                 copied = 0 if shared else len(access.indices) * read.elements_per_channel
                 gathers.setdefault((read.source, access.indices), read.reader)
-            layout_info = self.analysis.layouts[read.source]
+            layout = self.analysis.layouts[read.source]
             accesses.append(
                 ConsumerAccess(
-                    read.reader, read.source, layout_info.axis, layout_info.repeat, access, columns, copied,
-                    shared, len(needed), len(layout), absorbed,
+                    read.reader, read.source, layout.axis, layout.repeat, access,
+                    _columns(access, self.physical[read.source]), copied, shared, needed,
+                    len(layouts[read.source]), absorbed.get(read.reader),
                 )
             )  # fmt: skip
         return tuple(accesses), tuple(selections)
+
+    def _shared_gathers(self, plain: dict) -> dict:
+        """Consumers gathering from one tensor share gathers ordered so that each reads a contiguous range."""
+        by_source: dict[str, dict[str, tuple[int, ...]]] = {}
+        for read in self.consumer_reads:
+            access = plain[read.reader][0]
+            if isinstance(access, Gather):
+                by_source.setdefault(read.source, {})[read.reader] = access.indices
+        updates = {}
+        for needs in by_source.values():
+            if len(needs) > 1:
+                for reader, access in share_gathers(needs).items():
+                    updates[reader] = (access, plain[reader][1])
+        return updates
 
     def _absorb(self, read: Read, selected: tuple[int, ...]) -> CatSelection:
         """Narrow the chain from the cat to the consumer down to ``selected`` (original positions, in order)."""
@@ -364,7 +383,7 @@ def _columns(access: Access, physical: tuple[int, ...]) -> tuple[int, ...]:
         return physical
     if isinstance(access, Narrow):
         return physical[access.start : access.start + access.length]
-    return tuple(physical[i] for i in access.indices)
+    return tuple(physical[i] for i in access.selected)
 
 
 def _expand(channels: tuple[int, ...], repeat: int) -> tuple[int, ...]:

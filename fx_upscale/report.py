@@ -104,10 +104,12 @@ def _consumer_report(access: ConsumerAccess) -> ConsumerReport:
     elif isinstance(access.access, Narrow):
         reason = f"the {read} channels it needs are contiguous: a view"
     elif access.shared_with:
-        reason = f"shares the gather of {access.shared_with}"
+        reason = f"reads {read} channels of the gather of {access.shared_with}, as a contiguous range"
     else:
         assert isinstance(access.access, Gather)
         reason = f"needs {read} of {access.available} channels, not contiguous in the chosen order"
+        if access.access.within is not None:
+            reason += f"; its gather copies {len(access.access.indices)}, shared by other consumers"
     return ConsumerReport(
         access.node, access.source, kind, read, access.needed, access.available, access.copied_elements, reason
     )

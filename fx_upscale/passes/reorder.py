@@ -98,33 +98,41 @@ def _reslice(graph_module: fx.GraphModule, param_slice: ParamSlice) -> None:
 
 def _insert_accesses(graph_module: fx.GraphModule, nodes: dict[str, fx.Node], accesses) -> None:
     device = next((p.device for p in graph_module.parameters()), torch.device("cpu"))
-    shared: dict[tuple[str, tuple[int, ...]], fx.Node] = {}
+    gathered: dict[tuple[str, tuple[int, ...]], fx.Node] = {}  # one index_select per distinct gather
+    graph = graph_module.graph
     for access in accesses:
         if isinstance(access.access, Full):
             continue
         consumer, source = nodes[access.node], nodes[access.source]
-        key = (access.source, _expanded(access))
-        reader = shared.get(key)
-        if reader is None:
-            with graph_module.graph.inserting_before(consumer):
-                reader = _reader_node(graph_module, source, access, device, len(shared))
-            if isinstance(access.access, Gather):
-                shared[key] = reader
+        with graph.inserting_before(consumer):
+            if isinstance(access.access, Narrow):
+                start, length = access.access.start, access.access.length
+                reader = _narrow(graph, source, access, start, length)
+            else:
+                key = (access.source, access.access.indices)
+                if key not in gathered:
+                    gathered[key] = _gather(graph_module, source, access, device, len(gathered))
+                reader = gathered[key]
+                if access.access.within is not None:  # a shared gather: this consumer's range of it
+                    reader = _narrow(graph, reader, access, *access.access.within)
         consumer.replace_input_with(source, reader)
 
 
-def _reader_node(graph_module: fx.GraphModule, source: fx.Node, access: ConsumerAccess, device, count: int):
+def _narrow(graph: fx.Graph, source: fx.Node, access: ConsumerAccess, start: int, length: int) -> fx.Node:
+    r = access.repeat
+    node = graph.call_function(torch.narrow, (source, access.axis, start * r, length * r))
+    node.meta["upscale"] = {"access": "narrow", "consumer": access.node}
+    return node
+
+
+def _gather(graph_module: fx.GraphModule, source: fx.Node, access: ConsumerAccess, device, count: int) -> fx.Node:
+    name = f"{INDEX_PREFIX}{count}"
+    while hasattr(graph_module, name):
+        name += "_"
+    graph_module.register_buffer(name, torch.tensor(_expanded(access), dtype=torch.long, device=device))
     graph = graph_module.graph
-    if isinstance(access.access, Narrow):
-        start, length = access.access.start * access.repeat, access.access.length * access.repeat
-        node = graph.call_function(torch.narrow, (source, access.axis, start, length))
-    else:
-        name = f"{INDEX_PREFIX}{count}"
-        while hasattr(graph_module, name):
-            name += "_"
-        graph_module.register_buffer(name, torch.tensor(_expanded(access), dtype=torch.long, device=device))
-        node = graph.call_function(torch.index_select, (source, access.axis, graph.get_attr(name)))
-    node.meta["upscale"] = {"access": type(access.access).__name__.lower(), "consumer": access.node}
+    node = graph.call_function(torch.index_select, (source, access.axis, graph.get_attr(name)))
+    node.meta["upscale"] = {"access": "gather", "consumer": access.node}
     return node
 
 
