@@ -111,3 +111,21 @@ def test_report_explains_every_consumer(x):
         assert consumer.access in ("full", "narrow", "gather") and consumer.reason
         assert consumer.channels_needed == 4 and consumer.channels_available == 8
     assert sum(c.copied_elements for c in segment.consumers) == report.copied_elements
+
+
+def test_consumers_gathering_from_one_tensor_share_one_gather(x):
+    """Four consumers in general position: two read ranges of the reordered tensor, the other two share one
+    gather of the union of their channels, each reading a contiguous range of it."""
+    model = Fan().double().eval()
+    spec = PruneSpec(
+        inputs={"a.weight": [4, 5, 6, 7], "b.weight": [0, 1, 6, 7], "c.weight": [1, 3, 5, 7], "d.weight": [0, 3, 5, 6]}
+    )
+    result = fx_upscale.export(model, x, spec=spec)
+    assert gathers_in_graph(result.module) == result.report.gathers == 1
+    gathering = [a for a in result.plan.accesses if a.access.__class__.__name__ == "Gather"]
+    assert len(gathering) == 2 and all(a.access.within is not None for a in gathering)
+    assert gathering[0].access.indices == gathering[1].access.indices
+    union = {c for a in gathering for c in a.columns}
+    assert len(gathering[0].access.indices) == len(union) < sum(len(a.columns) for a in gathering)
+    assert result.report.copied_elements == len(union) * 2 * 4 * 4  # batch 2, 4x4 maps
+    assert_exact(result, spec.apply(model), x)
