@@ -45,6 +45,7 @@ class Read:
     needed: tuple[bool, ...]
     consumer: bool  # a conv/linear input (may read a narrow or a gather); False: a barrier reading all, in order
     elements_per_channel: int  # elements one channel of ``source`` holds at the example inputs
+    element_size: int = 4  # bytes per element of ``source``
 
 
 @dataclass(frozen=True)
@@ -159,10 +160,15 @@ class _Walk:
         layout = self.layouts.get(source)
         if layout is not None:
             needed = (True,) * len(layout.ids)
-            self.reads.append(Read(reader, source, needed, False, self.elements_per_channel(source)))
+            self.reads.append(
+                Read(reader, source, needed, False, self.elements_per_channel(source), self.element_size(source))
+            )
 
     def elements_per_channel(self, name: str) -> int:
         return math.prod(_shape(self.nodes[name])) // max(1, len(self.layouts[name].ids))
+
+    def element_size(self, name: str) -> int:
+        return self.nodes[name].meta["tensor_meta"].dtype.itemsize
 
     def set_output(self, node: fx.Node, layout: Layout, zeros: tuple[bool, ...]) -> None:
         self.layouts[node.name] = layout
@@ -212,7 +218,9 @@ class _Walk:
         columns = weight.transpose(0, role.weight_in_axis).reshape(weight.shape[role.weight_in_axis], -1)
         used = columns.ne(0).any(dim=1).reshape(len(source.ids), source.repeat).any(dim=1).tolist()
         needed = tuple(u and not z for u, z in zip(used, self.zeros[role.data]))
-        self.reads.append(Read(node.name, role.data, needed, True, self.elements_per_channel(role.data)))
+        self.reads.append(
+            Read(node.name, role.data, needed, True, self.elements_per_channel(role.data), self.element_size(role.data))
+        )
         rows = weight.transpose(0, role.weight_out_axis).reshape(weight.shape[role.weight_out_axis], -1)
         zero = rows.eq(0).all(dim=1)
         if role.bias is not None:

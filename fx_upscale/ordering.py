@@ -8,22 +8,22 @@ Pure Python on ints and tuples: no torch, no fx. The planner (``planning.py``) d
 - a *tensor* is a sequence of *blocks*, one per unit laid out in it (a ``cat`` has several), each listing the unit's
   channels in their original order;
 - a *reader* (a consumer) reads one tensor and needs a set of its ``(block, channel)`` positions; reading a
-  non-contiguous set costs a gather that copies ``weight`` elements per channel.
+  non-contiguous set costs a gather that copies ``weight`` bytes per channel (channel size x element size).
 
 :func:`choose_orders` returns one order per unit; :func:`physical_layout` and :func:`choose_access` turn orders into
 what each consumer reads (:class:`Full`, :class:`Narrow` or :class:`Gather`).
 
 The search, per segment:
 
-1. :func:`consecutive_orders`: readers, heaviest first (channels x elements per channel: the bytes a gather would
+1. :func:`consecutive_orders`: readers, heaviest first (channels x bytes per channel: what a gather would
    copy), each turned into "these channels are consecutive" constraints on the units it reads; a PQ-tree per unit
    (``pqtree.py``, Booth & Lueker) accepts a reader only if all its constraints fit together with the readers
    accepted before. If the family has the consecutive-ones property every reader is accepted: zero copies.
 2. Start from the cheaper of that and the original orders, then a coordinate descent over units tries the
    reflected-binary (Gray) order of each unit's channels keyed by its readers, and its reverse, and keeps a change
-   only if it lowers (copied elements, gathers, views) with no more gathers than the original orders have.
+   only if it lowers (copied bytes, gathers, views) with no more gathers than the original orders have.
 
-Guarantees: zero copies whenever an order allows it (step 1, exact); never more copied elements or gathers than the
+Guarantees: zero copies whenever an order allows it (step 1, exact); never more copied bytes or gathers than the
 original order. Otherwise heuristic: on 300 random small instances checked against a brute-force oracle
 (``tests/test_ordering.py``) 299 are optimal and none copies more than 1.5x the optimum (observed worst 1.15x).
 Complexity: O(readers x channels) for the PQ-trees, O(passes x units x readers x channels) for the descent;
@@ -83,7 +83,7 @@ class Block:
 class Reader:
     tensor: int
     needed: frozenset[Position]
-    weight: int  # elements copied per gathered channel
+    weight: int  # bytes (or elements) copied per gathered channel
     absorbed: bool = False  # selected by a cat from views: costs no copy, one view per run of channels
 
 
@@ -133,13 +133,14 @@ def choose_access(layout: Sequence[Position], needed: frozenset[Position], allow
     return Gather(indices)
 
 
-Cost = tuple[int, int, int]  # (copied elements, gathers, views of absorbed selections): compared in that order
+Cost = tuple[int, int, int]  # (copied bytes, gathers, views of absorbed selections): compared in that order
 
 
 def copy_cost(
     problem: OrderProblem, orders: Orders, readers: Sequence[Reader] | None = None, unit: int | None = None
 ) -> Cost:
-    """(copied elements, gathers, views) of ``readers`` (default: all); equal gathers of one tensor are shared.
+    """(copied bytes, gathers, views) of ``readers`` (default: all); equal gathers of one tensor are shared.
+    Bytes are ``len(gather) x reader.weight`` (the planner's weights are bytes per channel).
     With ``unit``, absorbed readers count only the views in that unit's blocks (views never span blocks, so
     this is enough to compare orders of that unit).
 
@@ -151,7 +152,7 @@ def copy_cost(
     (0, 0, 1)
     """
     gathers: set[tuple[int, tuple[int, ...]]] = set()
-    elements = views = 0
+    copied = views = 0
     layouts: dict[int, list[Position]] = {}
     for reader in problem.readers if readers is None else readers:
         if reader.absorbed:
@@ -162,8 +163,8 @@ def copy_cost(
         access = choose_access(layouts[reader.tensor], reader.needed)
         if isinstance(access, Gather) and (reader.tensor, access.indices) not in gathers:
             gathers.add((reader.tensor, access.indices))
-            elements += len(access.indices) * reader.weight
-    return elements, len(gathers), views
+            copied += len(access.indices) * reader.weight
+    return copied, len(gathers), views
 
 
 def share_gathers(needs: dict[str, tuple[int, ...]], exhaustive_limit: int = 24) -> dict[str, Gather]:
@@ -241,7 +242,7 @@ def count_runs(layout: Sequence[Position], needed: frozenset[Position]) -> int:
 
 
 def choose_orders(problem: OrderProblem, passes: int = 3) -> Orders:
-    """One order per unit, never copying more (elements or gathers) than the original orders; among orders
+    """One order per unit, never copying more (bytes or gathers) than the original orders; among orders
     copying as little, fewer views for the selections absorbed into cats.
 
     >>> problem = OrderProblem(units=((0, 1, 2, 3),), pinned=frozenset(), tensors=((Block(0, (0, 1, 2, 3)),),),

@@ -81,6 +81,7 @@ class ConsumerAccess:
     needed: int = 0  # channels it needs (non-zero columns of non-zero inputs)
     available: int = 0  # channels its input carries after pruning
     absorbed_into: str | None = None  # the cat that now concatenates only what it needs
+    element_size: int = 4  # bytes per element of its input
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,8 @@ class _SegmentPlanner:
         for read in self.consumer_reads:
             needed = self._needed_positions(read, position_maps[read.source], kept)
             absorbed = read.reader in self.absorbable  # costs no copy: fewer views is all an order can win
-            readers.append(Reader(tensor_index[read.source], needed, read.elements_per_channel, absorbed))
+            bytes_per_channel = read.elements_per_channel * read.element_size
+            readers.append(Reader(tensor_index[read.source], needed, bytes_per_channel, absorbed))
         return OrderProblem(units, frozenset(pinned), tuple(tensors), tuple(readers)), position_maps
 
     def _units(self) -> tuple[dict[int, int], list[list[int]]]:
@@ -350,7 +352,7 @@ class _SegmentPlanner:
                 ConsumerAccess(
                     read.reader, read.source, layout.axis, layout.repeat, access,
                     _columns(access, self.physical[read.source]), copied, shared, needed,
-                    len(layouts[read.source]), absorbed.get(read.reader),
+                    len(layouts[read.source]), absorbed.get(read.reader), read.element_size,
                 )
             )  # fmt: skip
         return tuple(accesses), tuple(selections)

@@ -23,6 +23,7 @@ class ConsumerReport:
     channels_needed: int
     channels_available: int
     copied_elements: int
+    copied_bytes: int
     reason: str
 
 
@@ -43,6 +44,7 @@ class ExportReport:
     gathers: int
     narrows: int
     copied_elements: int  # elements the inserted gathers copy per forward at the example inputs
+    copied_bytes: int
     absorbed: int  # consumers whose selection a cat now makes (no copy inserted)
     params_before: int
     params_after: int
@@ -71,6 +73,7 @@ def build_report(
         gathers=sum(node.target is torch.index_select for node in inserted),
         narrows=sum(node.target is torch.narrow for node in inserted),
         copied_elements=sum(a.copied_elements for a in plan.accesses),
+        copied_bytes=sum(a.copied_elements * a.element_size for a in plan.accesses),
         absorbed=len(plan.cat_selections),
         params_before=params_before,
         params_after=count_parameters(module),
@@ -107,9 +110,13 @@ def _consumer_report(access: ConsumerAccess) -> ConsumerReport:
         reason = f"reads {read} channels of the gather of {access.shared_with}, as a contiguous range"
     else:
         assert isinstance(access.access, Gather)
-        reason = f"needs {read} of {access.available} channels, not contiguous in the chosen order"
+        reason = (
+            f"needs {read} of {access.available} channels; forced: no channel order keeps them contiguous together "
+            "with the heavier consumers read as views"
+        )
         if access.access.within is not None:
             reason += f"; its gather copies {len(access.access.indices)}, shared by other consumers"
     return ConsumerReport(
-        access.node, access.source, kind, read, access.needed, access.available, access.copied_elements, reason
-    )
+        access.node, access.source, kind, read, access.needed, access.available, access.copied_elements,
+        access.copied_elements * access.element_size, reason,
+    )  # fmt: skip
