@@ -106,11 +106,11 @@ class _Walk:
         self.tied = UnionFind()
 
     def result(self) -> ChannelAnalysis:
-        class_of = {}
-        for members in self.tied.to_sets():
-            smallest = min(members)
-            class_of.update(dict.fromkeys(members, smallest))
-        class_of.update({i: i for i in self.owner if i not in class_of})
+        roots = {i: self.tied[i] for i in self.owner}  # ids never tied are their own root
+        smallest: dict[int, int] = {}
+        for i, root in roots.items():
+            smallest[root] = min(smallest.get(root, i), i)
+        class_of = {i: smallest[root] for i, root in roots.items()}
         return ChannelAnalysis(
             order=tuple(self.nodes),
             nodes=self.nodes,

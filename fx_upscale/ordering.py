@@ -277,17 +277,16 @@ def consecutive_orders(problem: OrderProblem) -> Orders:
     >>> orders[0] in ((2, 0, 1, 3, 4), (4, 3, 1, 0, 2)), copy_cost(problem, orders)
     (True, (0, 0, 0))
     """
-    trees = {}
-    for unit, channels in enumerate(problem.units):
-        if unit not in problem.pinned and len(channels) > 1:
-            tree = PQTree([*channels, _LEFT, _RIGHT])
-            tree.reduce({*channels, _LEFT})  # the sentinels are the two ends:
-            tree.reduce({*channels, _RIGHT})  # "prefix" and "suffix" become "consecutive with an end"
-            trees[unit] = tree
+    trees: dict[int, PQTree] = {}  # made when a reader first constrains the unit
+    free = {unit for unit, channels in enumerate(problem.units) if unit not in problem.pinned and len(channels) > 1}
     for reader in sorted(problem.readers, key=lambda reader: (reader.absorbed, -reader.weight * len(reader.needed))):
         constraints = _reader_constraints(problem, reader)
         if constraints:
-            _offer({unit: sets for unit, sets in constraints.items() if unit in trees}, trees)
+            constraints = {unit: sets for unit, sets in constraints.items() if unit in free}
+            for unit in constraints.keys() - trees.keys():
+                # the sentinels stand at the two ends: "prefix" and "suffix" become "consecutive with an end"
+                trees[unit] = PQTree(problem.units[unit], ends=(_LEFT, _RIGHT))
+            _offer(constraints, trees)
     orders = list(problem.units)
     for unit, tree in trees.items():
         order = tree.frontier()

@@ -42,7 +42,7 @@ class _Node:
             self.adopt(children)
 
     def adopt(self, children: list[_Node]) -> None:
-        self.children = children
+        self.children = list(children)
         for child in children:
             child.parent = self
 
@@ -55,12 +55,26 @@ def _group(nodes: list[_Node]) -> list[_Node]:
 class PQTree:
     """The set of orders of ``elements`` that keep every reduced subset consecutive."""
 
-    def __init__(self, elements: Iterable[Hashable]) -> None:
+    def __init__(self, elements: Iterable[Hashable], ends: tuple[Hashable, Hashable] | None = None) -> None:
+        """All orders of ``elements``; with ``ends`` = (left, right), two extra elements fixed at the two ends
+        (so "consecutive with an end" expresses a prefix or a suffix).
+
+        >>> tree = PQTree(range(4), ends=("L", "R"))
+        >>> tree.reduce({2, "L"}), tree.reduce({0, 3, "R"}), tree.reduce({2, 3}), tree.reduce({1, 3})
+        (True, True, False, True)
+        >>> tree.frontier()
+        ['L', 2, 1, 3, 0, 'R']
+        """
         leaves = [_Node("leaf", value=e) for e in elements]
-        if len(set(leaf.value for leaf in leaves)) != len(leaves):
+        middle = leaves[0] if len(leaves) == 1 else _Node("P", list(leaves))
+        if ends is not None:
+            left, right = _Node("leaf", value=ends[0]), _Node("leaf", value=ends[1])
+            leaves += [left, right]
+            middle = _Node("Q", [left, middle, right])
+        if len({leaf.value for leaf in leaves}) != len(leaves):
             raise ValueError("PQTree elements must be distinct")
         self.leaf_of = {leaf.value: leaf for leaf in leaves}
-        self.root = leaves[0] if len(leaves) == 1 else _Node("P", leaves)
+        self.root = middle
 
     def frontier(self) -> list[Hashable]:
         """One valid order: the leaves from left to right."""
