@@ -8,6 +8,8 @@ Per segment (see ``segments.py``), the planner decides
 2. the order of each unit of channels (``ordering.py``): the original order (modes ``baseline`` and ``constrained``)
    or a reordering that minimises copies (mode ``upscale``);
 3. each consumer's access — :class:`~fx_upscale.ordering.Full`, ``Narrow`` or ``Gather`` — and its weight columns.
+   In mode ``upscale``, a consumer reading a ``cat`` through per-channel ops has its selection absorbed into the
+   cat (``absorption.py``), and consumers gathering from one tensor share gathers (``ordering.share_gathers``).
 
 The plan is a frozen value: parameter slices, module attribute updates, node argument updates, and consumer
 accesses, all named by qualified parameter / module / FX node names. Start reading at :func:`plan_channels`.
