@@ -48,13 +48,20 @@ def absorbing_chain(analysis: ChannelAnalysis, read: Read) -> tuple[str, ...] | 
             return None
         chain.append(name)
         if isinstance(role, r.Concat):
-            layout = analysis.layouts.get(name)
-            if layout is None or role.dim != layout.axis or layout.repeat != 1:
-                return None
-            return tuple(reversed(chain))
+            return tuple(reversed(chain)) if _concatenates_its_inputs(analysis, name, role) else None
         if not isinstance(role, (r.Pointwise, r.PerChannel, r.Flatten, r.Reduce)):
             return None
         name = role.data
+
+
+def _concatenates_its_inputs(analysis: ChannelAnalysis, name: str, role: r.Concat) -> bool:
+    """The cat's channels are its inputs' channels, in order (not ids made for an untracked cat)."""
+    layout = analysis.layouts.get(name)
+    if layout is None or role.dim != layout.axis or layout.repeat != 1:
+        return False
+    if any(source not in analysis.layouts for source in role.inputs):
+        return False
+    return layout.ids == tuple(i for source in role.inputs for i in analysis.layouts[source].ids)
 
 
 def cat_pieces(

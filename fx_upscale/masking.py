@@ -66,9 +66,6 @@ class _Chooser:
     def __init__(self, gm: fx.GraphModule, analysis: ChannelAnalysis, amount: float, heuristic: str) -> None:
         self.gm, self.analysis, self.amount, self.heuristic = gm, analysis, amount, heuristic
         self.segments = find_segments(analysis)
-        self.owners_of: dict[int, set[str]] = {}
-        for i, owner in analysis.owner.items():
-            self.owners_of.setdefault(analysis.class_of[i], set()).add(owner)
         self.pinned = {analysis.class_of[i] for i in analysis.frozen}
         for read in analysis.reads:
             if not read.consumer:
@@ -150,36 +147,44 @@ class _Chooser:
         return role, self.norms(rows)
 
     def outputs(self, constrained: bool) -> PruneSpec:
-        chosen: dict[str, list[int]] = {}
+        rows_of: dict[str, list[int]] = {}
         producers = self.prunable_producers()
         shared = None
         if constrained:
             shared = self._shared_choice([_OwnRows(name) for name in producers], lambda p: self.row_scores(p.source))
         for name in producers:
-            role, scores = self.row_scores(name)
+            _, scores = self.row_scores(name)
             if shared is None:
-                rows = _lowest(scores, self.count(len(scores)))
+                rows_of[name] = _lowest(scores, self.count(len(scores)))
             else:
-                rows = [p for p, c in enumerate(self.analysis.classes(name)) if c in shared][: len(scores) - 1]
-            chosen[role.weight] = rows
-            for weight, positions in self._per_channel_masks(name, rows).items():
-                chosen[weight] = sorted(set(chosen.get(weight, ())) | positions)
+                classes = self.analysis.classes(name)
+                rows_of[name] = [p for p, c in enumerate(classes) if c in shared][: len(scores) - 1]
+        chosen: dict[str, set[int]] = {}
+        for name, rows in rows_of.items():
+            chosen[self.analysis.roles[name].weight] = set(rows)
+            for weight in self._following_per_channel(name):
+                chosen.setdefault(weight, set()).update(rows)
+        for weight, positions in self._masked_downstream(rows_of).items():
+            chosen.setdefault(weight, set()).update(positions)
         return PruneSpec(outputs=chosen)
 
-    def _per_channel_masks(self, name: str, rows: list[int]) -> dict[str, set[int]]:
-        """The per-channel layers (BatchNorm, depthwise conv) to mask with rows ``rows`` of producer ``name``,
-        so that the masked channels stay zero instead of being revived by a shift or a bias.
+    def _masked_downstream(self, rows_of: dict[str, list[int]]) -> dict[str, set[int]]:
+        """Per-channel layers (BatchNorm, depthwise conv) further on to mask where they carry a channel masked in
+        every producer feeding it (DenseNet: a BatchNorm per reader of a ``cat``; an SE gate tied by ``mul``), so
+        that its shift or bias does not revive the channel.
 
-        One right after the producer (through pass-through ops) is masked at the same rows. One further on
-        (DenseNet: a BatchNorm per reader of a ``cat``; a depthwise conv in a branch) is masked where it carries a
-        masked channel that no other producer contributes to.
+        A per-channel layer right after a producer (through pass-through ops) is masked with the producer's rows by
+        :meth:`_following_per_channel`, whatever feeds the channel elsewhere.
         """
-        found = {weight: set(rows) for weight in self._following_per_channel(name)}
-        classes = self.analysis.classes(name)
-        own = {classes[p] for p in rows if self.owners_of[classes[p]] == {name}}
+        masked_ids = {self.analysis.layouts[name].ids[p] for name, rows in rows_of.items() for p in rows}
+        ids_of: dict[int, set[int]] = {}
+        for i, c in self.analysis.class_of.items():
+            ids_of.setdefault(c, set()).add(i)
+        dead = {c for c, ids in ids_of.items() if ids <= masked_ids}
+        found: dict[str, set[int]] = {}
         for node, role in self.analysis.roles.items():
             if isinstance(role, r.PerChannel) and role.weight and node in self.analysis.layouts:
-                positions = {p for p, c in enumerate(self.analysis.classes(node)) if c in own}
+                positions = {p for p, c in enumerate(self.analysis.classes(node)) if c in dead}
                 if positions:
                     found.setdefault(role.weight, set()).update(positions)
         return found
