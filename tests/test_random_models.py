@@ -1,0 +1,198 @@
+"""Property-based tests: random DAG models (``random_models.py``), random prune specs, every mode.
+
+Per drawn case (a model, a spec, a mode):
+
+1. modes ``baseline`` and ``upscale`` compute what the masked model computes (float64, 1e-9);
+2. mode ``constrained`` inserts no ``torch.index_select``;
+3. ``report.gathers`` (and ``report.narrows``) count the graph's ``index_select`` (``narrow``) nodes, every mode;
+4. exporting twice gives the same generated code and the same state dict (determinism), in the drawn mode;
+5. ``mask`` and ``export`` leave the caller's model (parameters, buffers, structure) unchanged;
+6. upscale never has more gathers nor more copied elements than baseline;
+
+and, beyond those: what constrained keeps plus the channels it drops beyond the spec is what upscale keeps; when it
+drops none it is exact too; with a spec from ``mask(method="constrained")`` it drops none.
+
+The fast suite runs ``FAST_EXAMPLES`` cases per profile, derandomized (the same cases on every run). Set
+``FX_UPSCALE_LONG_FUZZ=10000`` for a long, randomized run (``test_long_fuzz``: that many cases per profile).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+from random_models import LONG_PROFILES, MODES, PROFILES, RandomNet, example_input, make_spec, programs, spec_recipes
+from support import assert_exact, count_calls, gathers_in_graph
+
+import fx_upscale
+
+FAST_EXAMPLES = 200  # per profile (3 profiles)
+LONG_EXAMPLES = int(os.environ.get("FX_UPSCALE_LONG_FUZZ", "0") or 0)
+
+FAST = settings(
+    max_examples=FAST_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def snapshot(model: torch.nn.Module) -> tuple[str, dict[str, torch.Tensor], bool]:
+    tensors = {f"p:{n}": p.detach().clone() for n, p in model.named_parameters()}
+    tensors |= {f"b:{n}": b.detach().clone() for n, b in model.named_buffers()}
+    return str(model), tensors, model.training
+
+
+def assert_unchanged(model: torch.nn.Module, before: tuple[str, dict[str, torch.Tensor], bool]) -> None:
+    structure, tensors, training = snapshot(model)
+    assert structure == before[0], "the model's structure changed"
+    assert training == before[2], "the model's training flag changed"
+    assert tensors.keys() == before[1].keys(), "the model's parameters or buffers were renamed, added or removed"
+    for name, tensor in tensors.items():
+        old = before[1][name]
+        assert tensor.dtype == old.dtype and torch.equal(tensor, old), f"{name} changed"
+
+
+def export_checked(model, x, spec, mode) -> fx_upscale.ExportResult:
+    result = fx_upscale.export(model, x, spec=spec, mode=mode)
+    report = result.report
+    assert report.mode == mode
+    assert report.gathers == gathers_in_graph(result.module), (mode, report.summary(), result.module.code)  # 3
+    assert report.narrows == count_calls(result.module, torch.narrow), (mode, report.summary())
+    return result
+
+
+def assert_deterministic(first: fx_upscale.ExportResult, second: fx_upscale.ExportResult) -> None:
+    assert first.module.code == second.module.code
+    a, b = first.module.state_dict(), second.module.state_dict()
+    assert list(a) == list(b)
+    for name in a:
+        assert a[name].dtype == b[name].dtype and a[name].shape == b[name].shape, name
+        assert torch.equal(a[name], b[name]), name
+    assert first.report.gathers == second.report.gathers
+    assert first.report.copied_elements == second.report.copied_elements
+    assert first.report.params_after == second.report.params_after
+
+
+def check_case(program, recipe, mode: str) -> None:
+    note(program.source())
+    note(repr(program))
+    note(repr(recipe))
+    model = RandomNet(program)
+    x = example_input(program)
+    before = snapshot(model)
+    spec = make_spec(model, x, recipe)
+    note(f"spec = {spec!r}")
+    assert_unchanged(model, before)  # 5 (mask)
+    masked = spec.apply(model)
+    results = {m: export_checked(model, x, spec, m) for m in MODES}
+    for m in ("baseline", "upscale"):  # 1
+        note(f"checking {m}")
+        assert_exact(results[m], masked, x)
+    assert gathers_in_graph(results["constrained"].module) == 0 == results["constrained"].report.gathers  # 2
+    up, base = results["upscale"].report, results["baseline"].report
+    constrained = results["constrained"].report  # what constrained keeps, plus what it drops, upscale keeps
+    kept = sum(segment.kept for segment in constrained.segments)
+    assert kept + constrained.extra_pruned_channels == sum(segment.kept for segment in up.segments)
+    if recipe.kind == "cmask":  # a constrained mask needs no channel dropped beyond it
+        assert constrained.extra_pruned_channels == 0, constrained.summary()
+    if constrained.extra_pruned_channels == 0:  # nothing dropped beyond the spec: exact too
+        note("checking constrained")
+        assert_exact(results["constrained"], masked, x)
+    assert_deterministic(results[mode], fx_upscale.export(model, x, spec=spec, mode=mode))  # 4
+    # 6
+    assert up.gathers <= base.gathers, (up.summary(), base.summary())
+    assert up.copied_elements <= base.copied_elements, (up.summary(), base.summary())
+    assert_unchanged(model, before)  # 5 (export)
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+@FAST
+@given(data=st.data())
+def test_random_models(profile: str, data) -> None:
+    program = data.draw(programs(PROFILES[profile]), label="program")
+    recipe = data.draw(spec_recipes, label="recipe")
+    mode = data.draw(st.sampled_from(MODES), label="mode")
+    check_case(program, recipe, mode)
+
+
+@pytest.mark.skipif(not LONG_EXAMPLES, reason="opt-in: set FX_UPSCALE_LONG_FUZZ=<examples per profile>")
+@pytest.mark.parametrize("profile", list(LONG_PROFILES))
+@settings(FAST, max_examples=max(LONG_EXAMPLES, 1), derandomize=False)
+@given(data=st.data())
+def test_long_fuzz(profile: str, data) -> None:
+    program = data.draw(programs(LONG_PROFILES[profile]), label="program")
+    recipe = data.draw(spec_recipes, label="recipe")
+    mode = data.draw(st.sampled_from(MODES), label="mode")
+    check_case(program, recipe, mode)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Regressions: minimal cases the properties found (shrunk by hypothesis), kept as explicit tests
+# ------------------------------------------------------------------------------------------------------------
+
+
+class CatOfInputs(torch.nn.Module):
+    """A channel-axis ``cat`` of the graph input and a pointwise op of it (``cat([relu(x), x])``), read through a
+    per-channel layer by a consumer that does not need every channel.
+
+    Found as ``v1 = relu(v0); v2 = cat([v1, v0], 1); v3 = depthwise(v2); fc(flatten(gap(v3)))`` with
+    ``outputs={"m3.weight": {0, 1}}`` (any masked channel fails, in mode upscale)."""
+
+    def __init__(self, relu: bool = True) -> None:
+        super().__init__()
+        self.relu = relu
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        a = torch.relu(x) if self.relu else x
+        return self.fc(self.bn(torch.cat([a, x], 1)).mean((2, 3)))
+
+
+@pytest.mark.parametrize("relu", [True, False], ids=["cat_relu_x_x", "cat_x_x"])
+def test_regression_absorbing_into_cat_of_untracked_inputs(relu: bool) -> None:
+    torch.manual_seed(0)
+    model = CatOfInputs(relu).double().eval()
+    x = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    spec = fx_upscale.PruneSpec(outputs={"bn.weight": [0]})
+    result = export_checked(model, x, spec, "upscale")
+    assert_exact(result, spec.apply(model), x)
+
+
+class SqueezeExciteThenBatchNorm(torch.nn.Module):
+    """A conv, an SE gate on it (``v * sigmoid(conv1x1(mean(v)))``), then a BatchNorm, then the head.
+
+    Found (shrunk from a 5-op model) as ``v1 = conv(v0); v2 = v1 * sigmoid(conv1x1(v1.mean((2, 3), keepdim=True)));
+    v3 = bn(v2); fc(flatten(gap(v3)))`` with the spec ``mask(amount=0.5, side="output", method="constrained")``:
+    ``outputs={"conv.weight": {c}, "se.weight": {c}}``, the BatchNorm not masked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 2, 1, bias=False)
+        self.se = torch.nn.Conv2d(2, 2, 1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(2)
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(2, 2)
+
+    def forward(self, x):
+        v = self.conv(x)
+        v = v * torch.sigmoid(self.se(v.mean((2, 3), keepdim=True)))
+        return self.fc(torch.flatten(self.pool(self.bn(v)), 1))
+
+
+def test_regression_constrained_mask_through_se_gate_then_batchnorm() -> None:
+    from support import randomize_batchnorm
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(SqueezeExciteThenBatchNorm(), seed=1).double().eval()
+    x = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    spec = fx_upscale.mask(model, x, amount=0.5, side="output", method="constrained")
+    assert not spec.is_empty()
+    result = export_checked(model, x, spec, "constrained")
+    assert result.report.extra_pruned_channels == 0, (spec, result.report.summary())
+    assert_exact(result, spec.apply(model), x)
