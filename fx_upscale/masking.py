@@ -96,9 +96,16 @@ class _Chooser:
         return role, self.norms(columns)
 
     def inputs(self, constrained: bool) -> PruneSpec:
+        """Unconstrained: every layer not reading graph-input channels masks its weakest columns. Constrained:
+        every layer reading a chosen channel masks it, including one that also reads graph-input channels (those
+        are never chosen), so that all readers of a channel agree."""
         chosen: dict[str, list[int]] = {}
         reads = self.prunable_reads()
-        shared = self._shared_choice(reads, self.column_scores) if constrained else None
+        shared = None
+        if constrained:
+            reads = [read for read in self.analysis.reads if read.consumer]
+            reads = [read for read in reads if set(self.analysis.classes(read.source)) - self.pinned]
+            shared = self._shared_choice(reads, self.column_scores)
         for read in reads:
             role, scores = self.column_scores(read)
             classes = self.analysis.classes(read.source)
@@ -116,7 +123,8 @@ class _Chooser:
         for read in reads:
             _, scores = score_fn(read)
             for c, score in zip(self.analysis.classes(read.source), scores.tolist()):
-                totals[c] = totals.get(c, 0.0) + score
+                if c not in self.pinned:
+                    totals[c] = totals.get(c, 0.0) + score
         chosen: set[int] = set()
         for segment in self.segments:
             classes = [c for c in segment.classes if c in totals]

@@ -196,3 +196,36 @@ def test_regression_constrained_mask_through_se_gate_then_batchnorm() -> None:
     result = export_checked(model, x, spec, "constrained")
     assert result.report.extra_pruned_channels == 0, (spec, result.report.summary())
     assert_exact(result, spec.apply(model), x)
+
+
+class ChosenChannelAlsoReadWithGraphInput(torch.nn.Module):
+    """A channel read by a conv and, through depthwise convs, by a head that also reads graph-input channels.
+
+    Found by the long fuzz (``large`` profile) with ``mask(amount=0.5, side="both", method="constrained")``: the head
+    was skipped for reading graph-input channels, so only the conv masked the chosen channel and constrained mode
+    dropped a channel the head needed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.m1 = torch.nn.Conv2d(2, 2, 1, bias=False)
+        self.m2 = torch.nn.Conv2d(2, 3, 1, bias=False)
+        self.m3 = torch.nn.Conv2d(2, 2, 1, groups=2, bias=False)
+        self.m4 = torch.nn.Conv2d(2, 2, 1, groups=2, bias=False)
+        self.m7 = torch.nn.Conv2d(2, 2, 1, groups=2, bias=False)
+        self.fc = torch.nn.Linear(7, 2)
+
+    def forward(self, v0):
+        v1 = self.m1(v0)
+        v6 = torch.relu(self.m4(self.m3(v1)))
+        features = torch.cat([self.m2(v1), v6, self.m7(v0)], 1)
+        return self.fc(torch.flatten(features.mean((2, 3), keepdim=True), 1))
+
+
+def test_regression_constrained_mask_reaches_readers_of_graph_input_too() -> None:
+    torch.manual_seed(0)
+    model = ChosenChannelAlsoReadWithGraphInput().double().eval()
+    x = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    spec = fx_upscale.mask(model, x, amount=0.5, side="both", method="constrained")
+    result = export_checked(model, x, spec, "constrained")
+    assert result.report.extra_pruned_channels == 0, (spec, result.report.summary())
+    assert_exact(result, spec.apply(model), x)
