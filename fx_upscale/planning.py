@@ -85,6 +85,10 @@ class ConsumerAccess:
     absorbed_into: str | None = None  # the cat that now concatenates only what it needs
     element_size: int = 4  # bytes per element of its input
 
+    @property
+    def copied_bytes(self) -> int:
+        return self.copied_elements * self.element_size
+
 
 @dataclass(frozen=True)
 class SegmentPlan:

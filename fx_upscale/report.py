@@ -73,7 +73,7 @@ def build_report(
         gathers=sum(node.target is torch.index_select for node in inserted),
         narrows=sum(node.target is torch.narrow for node in inserted),
         copied_elements=sum(a.copied_elements for a in plan.accesses),
-        copied_bytes=sum(a.copied_elements * a.element_size for a in plan.accesses),
+        copied_bytes=sum(a.copied_bytes for a in plan.accesses),
         absorbed=len(plan.cat_selections),
         params_before=params_before,
         params_after=count_parameters(module),
@@ -118,5 +118,5 @@ def _consumer_report(access: ConsumerAccess) -> ConsumerReport:
             reason += f"; its gather copies {len(access.access.indices)}, shared by other consumers"
     return ConsumerReport(
         access.node, access.source, kind, read, access.needed, access.available, access.copied_elements,
-        access.copied_elements * access.element_size, reason,
+        access.copied_bytes, reason,
     )  # fmt: skip

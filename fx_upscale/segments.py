@@ -28,8 +28,8 @@ class Segment:
 def build_segment_graph(analysis: ChannelAnalysis) -> nx.Graph:
     """The dependency graph over owners (FX node names): joined where they share a tensor or a channel class.
 
-    A reader joins the owners of the tensor it reads; readers themselves are not graph nodes, because a conv reads
-    one segment and owns the next, which must stay apart.
+    Readers are not graph nodes (a conv reads one segment and owns the next, which must stay apart); the tensor a
+    reader reads is a layout like any other, so its owners are already joined here.
     """
     graph = nx.Graph()
     for layout in analysis.layouts.values():

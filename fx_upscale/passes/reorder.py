@@ -106,8 +106,7 @@ def _insert_accesses(graph_module: fx.GraphModule, nodes: dict[str, fx.Node], ac
         consumer, source = nodes[access.node], nodes[access.source]
         with graph.inserting_before(consumer):
             if isinstance(access.access, Narrow):
-                start, length = access.access.start, access.access.length
-                reader = _narrow(graph, source, access, start, length)
+                reader = _narrow(graph, source, access, access.access.start, access.access.length)
             else:
                 key = (access.source, access.access.indices)
                 if key not in gathered:
