@@ -14,7 +14,8 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.infra.pass_manager import PassManager
 
-from .channels import analyse_channels
+from .channels import ChannelAnalysis, analyse_channels
+from .errors import SpecError, describe_node
 from .passes import ChannelReorderPass, CleanupPass
 from .planning import ChannelPlan, plan_channels
 from .report import ExportReport, build_report, count_parameters
@@ -52,7 +53,10 @@ def export(
     inputs = normalize_inputs(example_inputs)
     masked = spec.apply(model) if spec is not None else model
     graph_module = trace(masked, inputs, leaf_modules, copy=spec is None)
-    channel_plan = plan(graph_module, mode=mode, on_unsupported=on_unsupported)
+    analysis = analyse_channels(graph_module)
+    if spec is not None:
+        check_output_channels(spec, analysis)
+    channel_plan = plan_channels(analysis, find_segments(analysis), mode, on_unsupported)
     params_before = count_parameters(graph_module)
     PassManager([ChannelReorderPass(channel_plan), CleanupPass()])(graph_module)
     report = build_report(channel_plan, graph_module, params_before, time.perf_counter() - start)
@@ -66,3 +70,34 @@ def plan(graph_module: fx.GraphModule, *, mode: str = "upscale", on_unsupported:
     """
     analysis = analyse_channels(graph_module)
     return plan_channels(analysis, find_segments(analysis), mode, on_unsupported)
+
+
+def check_output_channels(spec: PruneSpec, analysis: ChannelAnalysis) -> None:
+    """Raise :class:`SpecError` if ``spec`` prunes output channels that end up in the model's output.
+
+    The export never changes the shape of what ``forward`` returns, so it could only keep such channels, silently
+    ignoring the spec; it refuses instead. A spec read from zeros (``spec=None``) keeps them without complaint.
+    """
+    returned = set()
+    for read in analysis.reads:
+        if analysis.nodes[read.reader].op == "output":
+            returned.update(analysis.classes(read.source))
+    for name, role in analysis.roles.items():
+        weight = _weight_name(role)
+        if weight not in spec.outputs or name not in analysis.layouts:
+            continue
+        classes = analysis.classes(name)
+        hit = sorted(c for c in spec.outputs[weight] if c < len(classes) and classes[c] in returned)
+        if hit:
+            raise SpecError(
+                f"PruneSpec.outputs[{weight!r}] prunes channels {hit[:8]} of {describe_node(analysis.nodes[name])}, "
+                "which end up in the model's output (what forward returns): removing them would change the "
+                "output's shape. Remove them from the spec (fx_upscale.mask never chooses them); to return fewer "
+                "channels, change the model's last layer"
+            )
+
+
+def _weight_name(role: object) -> str | None:
+    """The weight parameter a role's output channels are pruned through (a grouped conv's is its ``conv``'s)."""
+    inner = getattr(role, "conv", role)
+    return getattr(inner, "weight", None)

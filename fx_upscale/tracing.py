@@ -1,21 +1,24 @@
 """Turning the user's model into a GraphModule we own, annotated with shapes.
 
-:func:`trace` deep-copies the model (the caller's model is never mutated), symbolically traces it with stack traces
-recorded (so errors can point at source lines), removes dead code, and runs shape propagation on the example inputs
-so every node carries ``meta["tensor_meta"]``.
+:func:`trace` checks that the model has data (not on the meta device) and that the example inputs fit its
+``forward``, deep-copies the model (the caller's model is never mutated), symbolically traces it with stack traces
+recorded (so errors can point at source lines), removes dead code, and runs the copy on the example inputs so every
+node carries ``meta["tensor_meta"]``. Every failure on the way is a :class:`TracingError` naming the culprit.
 """
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
 from copy import deepcopy
+from typing import Any
 
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.node import map_aggregate
+from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
-from .errors import TracingError
+from .errors import TracingError, describe_node
 
 
 class _Tracer(fx.Tracer):
@@ -43,11 +46,17 @@ def trace(
     leaf_modules: Iterable[str] = (),
     copy: bool = True,
 ) -> fx.GraphModule:
-    """A shape-annotated GraphModule over ``model`` in eval mode; over a private copy unless ``copy=False``."""
+    """A shape-annotated GraphModule over ``model`` in eval mode; over a private copy unless ``copy=False``.
+
+    Raises :class:`TracingError` for a model on the meta device, an untraceable ``forward``, or example inputs
+    that do not fit the model (their number, shape, dtype or device).
+    """
+    check_materialized(model, example_inputs)
     if model.training:
         warnings.warn(
-            "fx_upscale exports the model in eval mode (BatchNorm running statistics, dropout off); "
-            "call model.eval() first to silence this warning",
+            f"{type(model).__name__} is in training mode; fx_upscale traces a copy of it in eval mode (BatchNorm "
+            "uses its running statistics, dropout is off) and leaves the model itself in training mode. Call "
+            "model.eval() first to silence this warning",
             stacklevel=3,
         )
     private = deepcopy(model) if copy else model
@@ -55,9 +64,29 @@ def trace(
     gm.eval()
     if gm.graph.eliminate_dead_code():
         gm.recompile()
+    _check_input_count(gm, example_inputs)
     with torch.no_grad():
-        ShapeProp(gm).propagate(*example_inputs)
+        _propagate_shapes(gm, example_inputs)
     return gm
+
+
+def check_materialized(model: nn.Module, example_inputs: tuple[Any, ...]) -> None:
+    """Raise :class:`TracingError` if a parameter, buffer or example input lives on the meta device (no data)."""
+    for kind, named in (("parameter", model.named_parameters()), ("buffer", model.named_buffers())):
+        for name, tensor in named:
+            if tensor.is_meta:
+                raise TracingError(
+                    f"{kind} {name!r} of {type(model).__name__} is on the meta device: it has no values, and "
+                    "fx_upscale reads weight values (zero channels to remove, magnitudes to rank). Materialize the "
+                    "model first, e.g. model.to_empty(device='cpu') followed by "
+                    "model.load_state_dict(checkpoint), or load the checkpoint with load_state_dict(..., assign=True)"
+                )
+    for index, value in enumerate(example_inputs):
+        if isinstance(value, torch.Tensor) and value.is_meta:
+            raise TracingError(
+                f"example input {index} is on the meta device: fx_upscale runs the model on the example inputs; "
+                f"pass real tensors on the model's device, e.g. torch.randn({', '.join(map(str, value.shape))})"
+            )
 
 
 def _symbolic_trace(model: nn.Module, leaf_modules: Iterable[str]) -> fx.GraphModule:
@@ -71,3 +100,106 @@ def _symbolic_trace(model: nn.Module, leaf_modules: Iterable[str]) -> fx.GraphMo
             "contain it (their channels are then kept), or trace the model yourself and pass the GraphModule"
         ) from error
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _check_input_count(gm: fx.GraphModule, example_inputs: tuple[Any, ...]) -> None:
+    placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
+    if any(str(node.target).startswith("*") for node in placeholders):
+        return  # forward(*args): any number fits
+    required = [node for node in placeholders if not node.args]  # a placeholder's args hold its default
+    if len(required) <= len(example_inputs) <= len(placeholders):
+        return
+    names = ", ".join(str(node.target) for node in placeholders)
+    expected = (
+        str(len(placeholders)) if len(required) == len(placeholders) else f"{len(required)} to {len(placeholders)}"
+    )
+    raise TracingError(
+        f"{type(gm).__name__}.forward({names}) takes {expected} input(s), but {len(example_inputs)} example "
+        "input(s) were given; pass one example tensor per forward argument (a tuple for several)"
+    )
+
+
+class _ShapeRecorder(fx.Interpreter):
+    """Runs the graph once, storing each tensor result's metadata in ``node.meta["tensor_meta"]`` (as
+    ``torch.fx.passes.shape_prop.ShapeProp`` does) and remembering the node that was running if one fails."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm)
+        self.extra_traceback = False
+        self.current: fx.Node | None = None
+
+    def run_node(self, n: fx.Node) -> Any:
+        self.current = n
+        result = super().run_node(n)
+        found = False
+
+        def extract(value: Any) -> Any:
+            nonlocal found
+            if isinstance(value, torch.Tensor):
+                found = True
+                return _extract_tensor_metadata(value)
+            return value
+
+        meta = map_aggregate(result, extract)
+        if found:
+            n.meta["tensor_meta"] = meta
+        n.meta["type"] = type(result)
+        return result
+
+
+def _propagate_shapes(gm: fx.GraphModule, example_inputs: tuple[Any, ...]) -> None:
+    recorder = _ShapeRecorder(gm)
+    try:
+        recorder.run(*example_inputs)
+    except Exception as error:  # the model rejected the example inputs (or failed on them)
+        raise TracingError(_run_failure_message(gm, example_inputs, recorder.current, error)) from error
+
+
+def _run_failure_message(gm: fx.GraphModule, inputs: tuple[Any, ...], node: fx.Node | None, error: Exception) -> str:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    where = f" at {describe_node(node)}" if node is not None else ""
+    given = "; ".join(f"example input {i}: {_describe_value(value)}" for i, value in enumerate(inputs)) or "none"
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    expected = [text for i, p in enumerate(placeholders) if (text := _expected_input(gm, i, p))]
+    return (
+        f"running {type(gm).__name__} on the example inputs failed{where}: {type(error).__name__}: {reason}. "
+        f"Given {given}. {' '.join(expected)}"
+        f"{' ' if expected else ''}Pass example inputs shaped and typed like a real batch of the model's inputs, "
+        "in the model's dtype and on its device"
+    )
+
+
+def _describe_value(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"shape {tuple(value.shape)}, dtype {value.dtype}, device {value.device}"
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _expected_input(gm: fx.GraphModule, index: int, placeholder: fx.Node) -> str | None:
+    """What the first layer with parameters reading input ``index`` expects (channels or features, dtype)."""
+    module_name, module = _first_layer(gm, placeholder)
+    if module is None:
+        return None
+    weight = next(module.parameters())
+    sizes = [f"{attr}={getattr(module, attr)}" for attr in _SIZE_ATTRIBUTES if hasattr(module, attr)]
+    size = f" with {', '.join(sizes)}" if sizes else ""
+    return (
+        f"Input {index} ({placeholder.target!r}) first reaches {module_name} ({type(module).__name__}{size}; "
+        f"weight dtype {weight.dtype}, on {weight.device})."
+    )
+
+
+_SIZE_ATTRIBUTES = ("in_channels", "in_features", "num_features", "normalized_shape", "num_embeddings")
+
+
+def _first_layer(gm: fx.GraphModule, placeholder: fx.Node) -> tuple[str, nn.Module | None]:
+    reached = {placeholder}
+    for node in gm.graph.nodes:
+        if node in reached or not any(source in reached for source in node.all_input_nodes):
+            continue
+        reached.add(node)
+        if node.op == "call_module":
+            module = gm.get_submodule(str(node.target))
+            if next(module.parameters(), None) is not None:
+                return str(node.target), module
+    return "", None
