@@ -108,7 +108,7 @@ def test_l1_and_l2_pick_the_smallest_columns(x):
     "kwargs, message",
     [
         ({"amount": 1.0}, r"amount must be a fraction in \[0, 1\)"),
-        ({"amount": 0.3, "heuristic": "l3"}, r"heuristic must be one of \('l1', 'l2'\), not 'l3'"),
+        ({"amount": 0.3, "heuristic": "l3"}, r"heuristic must be one of \('l1', .*'hrank'\) or a callable.*, not 'l3'"),
         ({"amount": 0.3, "side": "left"}, r"side must be one of"),
         ({"amount": 0.3, "method": "loose"}, r"method must be one of"),
     ],

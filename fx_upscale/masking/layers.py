@@ -1,0 +1,173 @@
+"""The layers mask() may mask, what each of their channels owns, and how a choice becomes a PruneSpec.
+
+A :class:`Layer` is one side of one conv/linear node: the input channels it reads (weight columns) or the output
+channels it writes (weight rows with their bias). Each position carries a channel class from the channel analysis
+(``channels.py``), which is how coupled layers are recognised, and a feature map, the tensor HRank ranks.
+
+*Pinned* classes are never masked: graph-input channels and channels read by the graph output or by an op the
+registry cannot map (so layers reading the model's input keep their input channels and layers writing its output
+keep their outputs), and channels read or written by a layer mask() does not mask (a grouped convolution).
+
+Start reading at :func:`input_layers` and :func:`output_layers`; :func:`slices` gives a layer's parameters per
+channel; :func:`input_spec` and :func:`output_spec` turn chosen positions into a :class:`PruneSpec`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from .. import registry as r
+from ..channels import ChannelAnalysis, Read
+from ..spec import PruneSpec
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One side of a conv/linear node: the channels mask() chooses among."""
+
+    node: str  # the consumer (input side) or producer (output side)
+    weight: str  # its weight parameter, as the spec names it
+    side: str  # "input" | "output"
+    classes: tuple[int, ...]  # the channel class at each position
+    feature_map: str  # the node whose output carries these channels, position for position (ranked by HRank)
+    repeat: int = 1  # weight entries per channel along its axis (a channel flattened into a linear layer)
+
+
+def pinned_classes(analysis: ChannelAnalysis, side: str) -> frozenset[int]:
+    """Classes no layer masks on ``side``."""
+    pinned = {analysis.class_of[i] for i in analysis.frozen}
+    for read in analysis.reads:
+        unmasked_reader = side == "input" and not isinstance(analysis.roles[read.reader], r.Weighted)
+        if not read.consumer or unmasked_reader:
+            pinned |= set(analysis.classes(read.source))
+    if side == "output":
+        for i, owner in analysis.owner.items():
+            if not isinstance(analysis.roles[owner], (r.Weighted, r.GetAttr, r.Source)):
+                pinned.add(analysis.class_of[i])
+    return frozenset(pinned)
+
+
+def input_layers(analysis: ChannelAnalysis, pinned: frozenset[int], constrained: bool) -> list[Layer]:
+    """Every conv/linear input free of pinned classes; with ``constrained``, every one with some free class (so
+    that each reader of a chosen channel masks it)."""
+    layers = []
+    for read in analysis.reads:
+        if not read.consumer or not isinstance(analysis.roles[read.reader], r.Weighted):
+            continue
+        classes = analysis.classes(read.source)
+        free = set(classes) - pinned
+        if free and (constrained or len(free) == len(set(classes))):
+            role = analysis.roles[read.reader]
+            repeat = analysis.layouts[read.source].repeat
+            layers.append(Layer(read.reader, role.weight, "input", classes, _unflattened(analysis, read), repeat))
+    return layers
+
+
+def _unflattened(analysis: ChannelAnalysis, read: Read) -> str:
+    """The tensor a read's channels come from, before any ``flatten`` (whose maps have lost their shape)."""
+    name = read.source
+    while isinstance(analysis.roles[name], r.Flatten):
+        name = analysis.roles[name].data
+    return name
+
+
+def output_layers(analysis: ChannelAnalysis, pinned: frozenset[int]) -> list[Layer]:
+    """Every conv/linear output free of pinned classes, in graph order."""
+    layers = []
+    for name in analysis.order:
+        role = analysis.roles[name]
+        if isinstance(role, r.Weighted) and name in analysis.layouts:
+            classes = analysis.classes(name)
+            if not set(classes) & pinned:
+                layers.append(Layer(name, role.weight, "output", classes, _after_pass_through(analysis, name)))
+    return layers
+
+
+def _after_pass_through(analysis: ChannelAnalysis, name: str) -> str:
+    """The end of the single-user chain of BatchNorm and pointwise ops (activations, pooling) after ``name``."""
+    node = analysis.nodes[name]
+    while len(node.users) == 1:
+        user = next(iter(node.users))
+        role = analysis.roles[user.name]
+        batchnorm = isinstance(role, r.PerChannel) and role.kind == "batchnorm"
+        if not (batchnorm or isinstance(role, r.Pointwise)) or user.name not in analysis.layouts:
+            break
+        node = user
+    return node.name
+
+
+def slices(gm: fx.GraphModule, analysis: ChannelAnalysis, layer: Layer) -> torch.Tensor:
+    """A (channels, k) tensor: row ``p`` holds every parameter position ``p`` owns in the layer (its weight columns
+    on the input side; its filter and bias entry on the output side)."""
+    role = analysis.roles[layer.node]
+    assert isinstance(role, r.Weighted)
+    weight = _tensor(gm, role.weight)
+    if layer.side == "input":
+        return weight.transpose(0, role.weight_in_axis).reshape(len(layer.classes), -1)
+    rows = weight.transpose(0, role.weight_out_axis).reshape(len(layer.classes), -1)
+    if role.bias is None:
+        return rows
+    return torch.cat([rows, _tensor(gm, role.bias).reshape(-1, 1)], dim=1)
+
+
+def _tensor(gm: fx.GraphModule, qualname: str) -> torch.Tensor:
+    module_name, _, leaf = qualname.rpartition(".")
+    return getattr(gm.get_submodule(module_name), leaf).detach()
+
+
+def input_spec(layers: list[Layer], chosen: list[list[int]]) -> PruneSpec:
+    """Masked weight columns: each chosen position covers ``repeat`` consecutive columns."""
+    columns = {}
+    for layer, positions in zip(layers, chosen):
+        columns[layer.weight] = [p * layer.repeat + k for p in positions for k in range(layer.repeat)]
+    return PruneSpec(inputs=columns)
+
+
+def output_spec(analysis: ChannelAnalysis, layers: list[Layer], chosen: list[list[int]]) -> PruneSpec:
+    """Masked filters, with the per-channel layers (BatchNorm, depthwise conv) that carry them on."""
+    rows_of = {layer.node: positions for layer, positions in zip(layers, chosen)}
+    masked: dict[str, set[int]] = {}
+    for layer, positions in zip(layers, chosen):
+        masked[layer.weight] = set(positions)
+        for weight in _following_per_channel(analysis, layer.node):
+            masked.setdefault(weight, set()).update(positions)
+    for weight, positions in _masked_downstream(analysis, rows_of).items():
+        masked.setdefault(weight, set()).update(positions)
+    return PruneSpec(outputs=masked)
+
+
+def _masked_downstream(analysis: ChannelAnalysis, rows_of: dict[str, list[int]]) -> dict[str, set[int]]:
+    """Per-channel layers (BatchNorm, depthwise conv) further on to mask where they carry a channel masked in
+    every producer feeding it (DenseNet: a BatchNorm per reader of a ``cat``; an SE gate tied by ``mul``), so that
+    its shift or bias does not revive the channel.
+
+    A per-channel layer right after a producer (through pass-through ops) is masked with the producer's rows by
+    :func:`_following_per_channel`, whatever feeds the channel elsewhere.
+    """
+    masked_ids = {analysis.layouts[name].ids[p] for name, rows in rows_of.items() for p in rows}
+    ids_of: dict[int, set[int]] = {}
+    for i, c in analysis.class_of.items():
+        ids_of.setdefault(c, set()).add(i)
+    dead = {c for c, ids in ids_of.items() if ids <= masked_ids}
+    found: dict[str, set[int]] = {}
+    for node, role in analysis.roles.items():
+        if isinstance(role, r.PerChannel) and role.weight and node in analysis.layouts:
+            positions = {p for p, c in enumerate(analysis.classes(node)) if c in dead}
+            if positions:
+                found.setdefault(role.weight, set()).update(positions)
+    return found
+
+
+def _following_per_channel(analysis: ChannelAnalysis, name: str) -> list[str]:
+    """Weights of the per-channel layers on the single-user chain of pass-through ops after ``name``."""
+    weights, node = [], analysis.nodes[name]
+    while len(node.users) == 1:
+        node = next(iter(node.users))
+        role = analysis.roles[node.name]
+        if isinstance(role, r.PerChannel) and role.weight is not None:
+            weights.append(role.weight)
+        elif not isinstance(role, r.Pointwise):
+            break
+    return weights
