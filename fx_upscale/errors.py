@@ -18,7 +18,8 @@ class SpecError(UpscaleError, ValueError):
 
 
 class TracingError(UpscaleError):
-    """The model could not be turned into an FX graph."""
+    """The model could not be turned into a shape-annotated FX graph: a ``forward`` that cannot be traced, example
+    inputs that do not fit it (number, shape, dtype, device), or weights without values (the meta device)."""
 
 
 class UnsupportedOpError(UpscaleError):
