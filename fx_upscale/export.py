@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.fx.passes.infra.pass_manager import PassManager
 
 from .channels import ChannelAnalysis, analyse_channels
 from .errors import SpecError, describe_node
-from .passes import ChannelReorderPass, CleanupPass
+from .passes import apply_plan
 from .planning import ChannelPlan, plan_channels
 from .report import ExportReport, build_report, count_parameters
 from .segments import find_segments
@@ -58,7 +57,7 @@ def export(
         check_output_channels(spec, analysis)
     channel_plan = plan_channels(analysis, find_segments(analysis), mode, on_unsupported)
     params_before = count_parameters(graph_module)
-    PassManager([ChannelReorderPass(channel_plan), CleanupPass()])(graph_module)
+    apply_plan(graph_module, channel_plan)
     report = build_report(channel_plan, graph_module, params_before, time.perf_counter() - start)
     return ExportResult(graph_module, report, channel_plan)
 
@@ -66,7 +65,8 @@ def export(
 def plan(graph_module: fx.GraphModule, *, mode: str = "upscale", on_unsupported: str = "raise") -> ChannelPlan:
     """The :class:`ChannelPlan` for a shape-annotated GraphModule holding masked weights (see ``tracing.trace``).
 
-    Apply it with ``PassManager([ChannelReorderPass(plan), CleanupPass()])(graph_module)``.
+    Apply it with ``fx_upscale.passes.apply_plan(graph_module, plan)``, or put
+    ``fx_upscale.passes.upscale_passes(plan)`` in your own ``PassManager``.
     """
     analysis = analyse_channels(graph_module)
     return plan_channels(analysis, find_segments(analysis), mode, on_unsupported)

@@ -18,8 +18,7 @@ from ..absorption import CatSelection
 from ..errors import UnsupportedGraphError
 from ..ordering import Full, Gather, Narrow
 from ..planning import ChannelPlan, ConsumerAccess, ParamSlice
-
-INDEX_PREFIX = "_upscale_index_"
+from .invariants import INDEX_PREFIX, check_graph_module, check_plan_applied
 
 
 class ChannelReorderPass(PassBase):
@@ -70,6 +69,12 @@ class ChannelReorderPass(PassBase):
                     f"{param_slice.name} has {tensor.shape[param_slice.axis]} channels on axis {param_slice.axis}, "
                     f"the plan expects {param_slice.size_before}; plan and apply on the same GraphModule"
                 )
+
+    def ensures(self, graph_module: fx.GraphModule) -> None:
+        """The graph lints, module attributes agree with tensor shapes, every tensor the plan slices has its new
+        size, and every consumer the plan narrows or gathers reads a node marked ``meta["upscale"]``."""
+        check_graph_module(graph_module)
+        check_plan_applied(graph_module, self.plan)
 
     def _already_applied(self, graph_module: fx.GraphModule) -> bool:
         return self.fingerprint in self._output(graph_module).meta.get("upscale", {}).get("applied", ())
@@ -130,7 +135,9 @@ def _gather(graph_module: fx.GraphModule, source: fx.Node, access: ConsumerAcces
         name += "_"
     graph_module.register_buffer(name, torch.tensor(_expanded(access), dtype=torch.long, device=device))
     graph = graph_module.graph
-    node = graph.call_function(torch.index_select, (source, access.axis, graph.get_attr(name)))
+    index = graph.get_attr(name)
+    index.meta["upscale"] = {"access": "index", "consumer": access.node}
+    node = graph.call_function(torch.index_select, (source, access.axis, index))
     node.meta["upscale"] = {"access": "gather", "consumer": access.node}
     return node
 

@@ -1,0 +1,47 @@
+"""The pass pipeline that applies a ChannelPlan, and the way back to an fx_upscale error from PassManager's.
+
+:func:`upscale_passes` lists the passes (put them in your own ``PassManager`` between other passes);
+:func:`apply_plan` runs them; :func:`upscale_error` finds the :class:`~fx_upscale.errors.UpscaleError` under the
+plain ``Exception`` with which ``PassManager`` wraps whatever a pass raises.
+"""
+from __future__ import annotations
+
+from torch import fx
+from torch.fx.passes.infra.pass_base import PassBase, PassResult
+from torch.fx.passes.infra.pass_manager import PassManager
+
+from ..errors import UpscaleError
+from ..planning import ChannelPlan
+from .cleanup import CleanupPass
+from .reorder import ChannelReorderPass
+
+
+def upscale_passes(plan: ChannelPlan) -> list[PassBase]:
+    """The passes that apply ``plan``, in order: ``[ChannelReorderPass(plan), CleanupPass()]``."""
+    return [ChannelReorderPass(plan), CleanupPass()]
+
+
+def apply_plan(graph_module: fx.GraphModule, plan: ChannelPlan, *, steps: int = 1) -> PassResult:
+    """Run :func:`upscale_passes` under a ``PassManager``; an fx_upscale error is raised as itself, unwrapped."""
+    try:
+        return PassManager(upscale_passes(plan), steps=steps)(graph_module)
+    except Exception as error:  # PassManager wraps every pass error in a plain Exception
+        cause = upscale_error(error)
+        if cause is None:
+            raise
+    raise cause  # outside the handler: the error keeps its own cause and traceback, without the wrapper
+
+
+def upscale_error(error: BaseException) -> UpscaleError | None:
+    """The first :class:`UpscaleError` in ``error``'s chain of causes (``error`` itself included), if any.
+
+    ``PassManager`` raises ``Exception("An error occurred when running the 'ChannelReorderPass' pass ...")`` from
+    the pass's own error, so that error is the wrapper's ``__cause__``.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UpscaleError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
