@@ -46,6 +46,7 @@ class Read:
     consumer: bool  # a conv/linear input (may read a narrow or a gather); False: a barrier reading all, in order
     elements_per_channel: int  # elements one channel of ``source`` holds at the example inputs
     element_size: int = 4  # bytes per element of ``source``
+    groups: int = 1  # a grouped convolution reads ``groups`` equal blocks, in order, one per group
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,25 @@ class _Walk:
             zero &= self.tensor(role.bias).eq(0)
         axis = role.data_axis % len(_shape(node))
         self.set_output(node, Layout(axis, self.fresh(node.name, len(zero), frozen=False)), tuple(zero.tolist()))
+        return True
+
+    def _visit_grouped(self, node: fx.Node, role: r.Grouped) -> bool:
+        """Input channel ``c`` is needed if a row of its group uses its column; rows are produced channels."""
+        conv, groups = role.conv, role.groups
+        source = self.layout_on(conv.data, 1)
+        weight = self.tensor(conv.weight)
+        if source is None or source.repeat != 1 or weight.shape[1] * groups != len(source.ids):
+            return False
+        rows_per_group = weight.shape[0] // groups
+        per_group = weight.reshape(groups, rows_per_group, weight.shape[1], -1)
+        used = per_group.ne(0).any(dim=3).any(dim=1).reshape(-1).tolist()  # group-major: input channel order
+        needed = tuple(u and not z for u, z in zip(used, self.zeros[conv.data]))
+        elements, size = self.elements_per_channel(conv.data), self.element_size(conv.data)
+        self.reads.append(Read(node.name, conv.data, needed, True, elements, size, groups))
+        zero = weight.reshape(weight.shape[0], -1).eq(0).all(dim=1)
+        if conv.bias is not None:
+            zero &= self.tensor(conv.bias).eq(0)
+        self.set_output(node, Layout(1, self.fresh(node.name, len(zero), frozen=False)), tuple(zero.tolist()))
         return True
 
     def _visit_perchannel(self, node: fx.Node, role: r.PerChannel) -> bool:

@@ -17,7 +17,7 @@ accesses, all named by qualified parameter / module / FX node names. Start readi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from . import registry as r
@@ -45,12 +45,17 @@ MODES = ("upscale", "baseline", "constrained")
 
 @dataclass(frozen=True)
 class ParamSlice:
-    """Keep ``indices`` (in this order) of parameter or buffer ``name`` along ``axis``."""
+    """Keep ``indices`` (in this order) of parameter or buffer ``name`` along ``axis``.
+
+    With ``groups > 1`` (the input axis of a grouped convolution) the tensor is ``groups`` blocks along axis 0 and
+    ``indices`` lists each block's own selection in turn, all of one length.
+    """
 
     name: str
     axis: int
     indices: tuple[int, ...]
     size_before: int
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class ConsumerAccess:
     available: int = 0  # channels its input carries after pruning
     absorbed_into: str | None = None  # the cat that now concatenates only what it needs
     element_size: int = 4  # bytes per element of its input
+    groups: int = 1  # a grouped convolution: reads equal blocks of channels, one per group, in group order
 
     @property
     def copied_bytes(self) -> int:
@@ -100,6 +106,7 @@ class SegmentPlan:
     extra_pruned: int  # classes a consumer needed but mode "constrained" dropped
     frozen_by: tuple[str, ...] = ()  # unknown ops whose channels were kept (on_unsupported="freeze")
     cat_selections: tuple[CatSelection, ...] = ()
+    kept_for_groups: int = 0  # classes no consumer needed, kept so every group of a grouped conv has equal width
 
 
 @dataclass(frozen=True)
@@ -162,7 +169,7 @@ class _SegmentPlanner:
         self.absorbable: dict[str, tuple[str, ...]] = {}
         if mode == "upscale":
             for read in self.consumer_reads:
-                chain = absorbing_chain(analysis, read)
+                chain = absorbing_chain(analysis, read) if read.groups == 1 else None
                 if chain is not None:
                     self.absorbable[read.reader] = chain
         self.pinned = self._pinned()
@@ -172,6 +179,8 @@ class _SegmentPlanner:
         frozen_by = self._check_barriers()
         kept_free = self._keep_a_channel_per_producer(self._kept("upscale"))
         kept = kept_free if self.mode != "constrained" else self._revive_producers(self._kept("constrained"), kept_free)
+        equal_kept = self._equalize_groups(kept)
+        kept_for_groups, kept = len(equal_kept - kept), equal_kept
         problem, position_maps = self._order_problem(kept)
         orders = choose_orders(problem) if self.mode == "upscale" else problem.units
         layouts = {}
@@ -180,10 +189,10 @@ class _SegmentPlanner:
             layouts[name] = layout
             self.physical[name] = tuple(position_maps[name][p] for p in layout)
         consumers, selections = self._consumer_accesses(layouts, position_maps)
-        producers = tuple(o for o in self.segment.owners if isinstance(self.analysis.roles[o], r.Weighted))
+        producers = tuple(o for o in self.segment.owners if r.producer_conv(self.analysis.roles[o]))
         return SegmentPlan(
             self.segment.index, producers, consumers, len(self.segment.classes), len(kept),
-            len(kept_free - kept), frozen_by, selections,
+            len(kept_free - kept), frozen_by, selections, kept_for_groups,
         )  # fmt: skip
 
     # -- what is kept ------------------------------------------------------------------------------------------
@@ -220,7 +229,7 @@ class _SegmentPlanner:
         weight columns, so the result stays exact."""
         extra = set()
         for owner in self.segment.owners:
-            if isinstance(self.analysis.roles[owner], r.Weighted):
+            if r.producer_conv(self.analysis.roles[owner]):
                 classes = self.analysis.classes(owner)
                 if not set(classes) & kept:
                     extra.add(classes[0])
@@ -233,11 +242,77 @@ class _SegmentPlanner:
         """
         revived = set(kept)
         for owner in self.segment.owners:
-            if isinstance(self.analysis.roles[owner], r.Weighted):
+            if r.producer_conv(self.analysis.roles[owner]):
                 classes = set(self.analysis.classes(owner))
                 if not classes & kept:
                     revived |= classes & kept_free
         return frozenset(revived)
+
+    # -- grouped convolutions --------------------------------------------------------------------------------------
+
+    def _equalize_groups(self, kept: frozenset[int]) -> frozenset[int]:
+        """Every group of a grouped convolution must keep the same number of channels, on both sides.
+
+        Narrower groups keep extra channels (read through zero weight columns, so the result stays exact) until
+        they are as wide as the widest; a grouped read's padded ``needed`` replaces its read. Keeping a channel can
+        widen another group (tied channels), so this runs to a fixed point; it only ever adds channels.
+        """
+        kept_set = set(kept)
+        changed = True
+        while changed:
+            changed = False
+            for index, read in enumerate(self.consumer_reads):
+                if read.groups > 1:
+                    padded = self._pad_grouped_read(read, kept_set)
+                    changed |= padded != read
+                    self.consumer_reads[index] = padded
+            for owner in self.segment.owners:
+                role = self.analysis.roles[owner]
+                if isinstance(role, r.Grouped):
+                    changed |= self._pad_groups(self.analysis.classes(owner), role.groups, kept_set)
+        return frozenset(kept_set)
+
+    def _pad_grouped_read(self, read: Read, kept: set[int]) -> Read:
+        classes = self.analysis.classes(read.source)
+        if self.mode == "constrained":  # reads its whole input: the tensor's kept channels must fill equal groups
+            self._pad_groups(classes, read.groups, kept)
+            return read
+        needed = {p for p, need in enumerate(read.needed) if need and classes[p] in kept}
+        self._pad_groups(classes, read.groups, kept, needed)
+        return replace(read, needed=tuple(p in needed for p in range(len(classes))))
+
+    @staticmethod
+    def _pad_groups(classes: tuple[int, ...], groups: int, kept: set[int], chosen: set[int] | None = None) -> bool:
+        """Pad each group of positions of ``classes`` to the width of the widest, adding to ``kept`` (and to
+        ``chosen``). Groups are counted by ``chosen`` positions, or by kept classes when ``chosen`` is ``None``;
+        padding prefers positions whose class is kept anyway. Returns whether ``kept`` grew."""
+        width = len(classes) // groups
+        members = [
+            [p for p in range(g * width, (g + 1) * width) if (classes[p] in kept if chosen is None else p in chosen)]
+            for g in range(groups)
+        ]
+        target = max(1, max(len(m) for m in members))
+        grew = False
+        for g, member in enumerate(members):
+            spare = [p for p in range(g * width, (g + 1) * width) if p not in member]
+            spare.sort(key=lambda p: (classes[p] not in kept, p))
+            for p in spare[: target - len(member)]:
+                if chosen is not None:
+                    chosen.add(p)
+                grew |= classes[p] not in kept
+                kept.add(classes[p])
+        return grew
+
+    def _group_bound_classes(self) -> set[int]:
+        """Classes whose order must stay the original one: grouped outputs and the inputs grouped convs read."""
+        bound: set[int] = set()
+        for owner in self.segment.owners:
+            if isinstance(self.analysis.roles[owner], r.Grouped):
+                bound.update(self.analysis.classes(owner))
+        for read in self.consumer_reads:
+            if read.groups > 1:
+                bound.update(self.analysis.classes(read.source))
+        return bound
 
     # -- barriers -----------------------------------------------------------------------------------------------
 
@@ -264,7 +339,7 @@ class _SegmentPlanner:
 
     def _order_problem(self, kept: frozenset[int]) -> tuple[OrderProblem, dict[str, dict]]:
         unit_of, unit_classes = self._units()
-        pinned = {unit_of[c] for c in self.pinned}
+        pinned = {unit_of[c] for c in self.pinned | self._group_bound_classes()}
         tensors, position_maps = [], {}
         by_ids: dict[tuple[int, ...], tuple] = {}  # pass-through chains repeat one layout: split it once
         for name in self.segment.tensors:
@@ -358,7 +433,7 @@ class _SegmentPlanner:
                 ConsumerAccess(
                     read.reader, read.source, layout.axis, layout.repeat, access,
                     _columns(access, self.physical[read.source]), copied, shared, needed,
-                    len(layouts[read.source]), absorbed.get(read.reader), read.element_size,
+                    len(layouts[read.source]), absorbed.get(read.reader), read.element_size, read.groups,
                 )
             )  # fmt: skip
         return tuple(accesses), tuple(selections)
@@ -368,7 +443,7 @@ class _SegmentPlanner:
         by_source: dict[str, dict[str, tuple[int, ...]]] = {}
         for read in self.consumer_reads:
             access = plain[read.reader][0]
-            if isinstance(access, Gather):
+            if isinstance(access, Gather) and read.groups == 1:  # a grouped read keeps its groups' order
                 by_source.setdefault(read.source, {})[read.reader] = access.indices
         updates = {}
         for needs in by_source.values():
@@ -404,26 +479,31 @@ def _parameter_updates(analysis: ChannelAnalysis, physical: Mapping[str, tuple[i
     attrs: list[AttrUpdate] = []
     args: list[ArgUpdate] = []
 
-    def keep(name: str, axis: int, indices: tuple[int, ...], size: int) -> None:
-        if indices != tuple(range(size)):
-            slices.append(ParamSlice(name, axis, indices, size))
+    def keep(name: str, axis: int, indices: tuple[int, ...], size: int, groups: int = 1) -> None:
+        if indices != tuple(range(size)) * groups:
+            slices.append(ParamSlice(name, axis, indices, size, groups))
 
     columns = {access.node: access for segment in segments for access in segment.consumers}
     for name in analysis.order:
         role, rows = analysis.roles[name], physical.get(name)
         size = len(analysis.layouts[name].ids) if name in analysis.layouts else 0
-        if isinstance(role, r.Weighted) and rows is not None:
-            keep(role.weight, role.weight_out_axis, rows, size)
-            if role.bias is not None:
-                keep(role.bias, 0, rows, size)
-            if role.out_attr:
-                attrs.append(AttrUpdate(role.module, role.out_attr, len(rows)))
-        if isinstance(role, r.Weighted) and name in columns:
+        conv = r.producer_conv(role)
+        if conv is not None and rows is not None:
+            keep(conv.weight, conv.weight_out_axis, rows, size)
+            if conv.bias is not None:
+                keep(conv.bias, 0, rows, size)
+            if conv.out_attr:
+                attrs.append(AttrUpdate(conv.module, conv.out_attr, len(rows)))
+        if conv is not None and name in columns:
             access = columns[name]
             full = len(analysis.layouts[access.source].ids) * access.repeat
-            keep(role.weight, role.weight_in_axis, _expand(access.columns, access.repeat), full)
-            if role.in_attr:
-                attrs.append(AttrUpdate(role.module, role.in_attr, len(access.columns) * access.repeat))
+            if isinstance(role, r.Grouped):
+                width = full // role.groups
+                keep(conv.weight, 1, tuple(c % width for c in access.columns), width, role.groups)
+            else:
+                keep(conv.weight, conv.weight_in_axis, _expand(access.columns, access.repeat), full)
+            if conv.in_attr:
+                attrs.append(AttrUpdate(conv.module, conv.in_attr, len(access.columns) * access.repeat))
         if isinstance(role, r.PerChannel) and rows is not None:
             for param in role.params:
                 keep(param, 0, rows, size)

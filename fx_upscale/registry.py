@@ -6,6 +6,8 @@ the registry never looks at channels itself. Roles:
 - :class:`Source`      a graph input: its channels are fixed (never pruned, never reordered).
 - :class:`Weighted`    conv / linear / conv-transpose with ``groups=1``: a *consumer* of its input channels (weight
                        columns) and a *producer* of new output channels (weight rows, bias).
+- :class:`Grouped`     a grouped convolution (``1 < groups``, not depthwise): group ``g`` reads input block ``g`` and
+                       writes output block ``g``; a consumer and a producer whose groups keep equal widths.
 - :class:`PerChannel`  BatchNorm and depthwise conv: one parameter slice per channel, channel identity kept.
 - :class:`Pointwise`   activations, pooling, dropout, identity: channel identity kept, no parameters.
 - :class:`Elementwise` add/sub/mul/div: channel ``i`` of every full-width operand is merged into channel ``i``.
@@ -47,6 +49,14 @@ class Weighted:
     out_attr: str | None
     weight_in_axis: int = 1
     weight_out_axis: int = 0
+
+
+@dataclass(frozen=True)
+class Grouped:
+    """A convolution with ``groups`` groups: weight rows of group ``g`` read only input channels of block ``g``."""
+
+    conv: Weighted  # the convolution's data, weight, bias and shape attributes, as for ``groups=1``
+    groups: int
 
 
 @dataclass(frozen=True)
@@ -120,8 +130,8 @@ class Unknown:
 
 
 Role = (
-    Source | Weighted | PerChannel | Pointwise | Elementwise | Concat | Flatten | Reduce | Metadata | Output | GetAttr
-    | Unknown
+    Source | Weighted | Grouped | PerChannel | Pointwise | Elementwise | Concat | Flatten | Reduce | Metadata | Output
+    | GetAttr | Unknown
 )
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -230,7 +240,10 @@ def _classify_conv_module(node: fx.Node, module: nn.Module, name: str, data: str
         return Weighted(data, 1, f"{name}.weight", bias, name, "in_channels", "out_channels", in_axis, out_axis)
     if not transposed and module.groups == module.in_channels == module.out_channels:
         return PerChannel(data, "depthwise", f"{name}.weight", bias, name, ("in_channels", "out_channels", "groups"))
-    return Unknown(f"grouped convolution (groups={module.groups}) is not supported yet")
+    if not transposed:
+        conv = Weighted(data, 1, f"{name}.weight", bias, name, "in_channels", "out_channels")
+        return Grouped(conv, module.groups)
+    return Unknown(f"grouped transposed convolution (groups={module.groups}) is not supported")
 
 
 def _classify_function(node: fx.Node) -> Role:
@@ -330,7 +343,14 @@ def _classify_functional_weighted(node: fx.Node) -> Role:
     channels = _shape(node)[1]
     if groups == channels == _shape(node.args[0])[1]:
         return PerChannel(data, "depthwise_functional", str(weight.target), bias_name, None, ())
-    return Unknown(f"grouped convolution (groups={groups}) is not supported yet")
+    return Grouped(Weighted(data, 1, str(weight.target), bias_name, None, None, None), groups)
+
+
+def producer_conv(role: Role) -> Weighted | None:
+    """The weights of a role that creates channels (conv, linear, grouped conv), else ``None``."""
+    if isinstance(role, Weighted):
+        return role
+    return role.conv if isinstance(role, Grouped) else None
 
 
 def _is_get_attr(value: Any) -> bool:

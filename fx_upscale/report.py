@@ -36,6 +36,7 @@ class SegmentReport:
     extra_pruned: int
     consumers: tuple[ConsumerReport, ...]
     frozen_by: tuple[str, ...]
+    kept_for_groups: int = 0
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class ExportReport:
     params_before: int
     params_after: int
     extra_pruned_channels: int  # mode "constrained": channels dropped beyond the spec
+    kept_for_groups: int  # channels no consumer needs, kept so that the groups of grouped convs stay equal
     segments: tuple[SegmentReport, ...]
     frozen: tuple[str, ...]  # unknown ops whose channels were kept (on_unsupported="freeze")
     export_seconds: float
@@ -59,7 +61,8 @@ class ExportReport:
             f"{self.mode}: params {self.params_after:,}/{self.params_before:,} "
             f"({100 * self.params_after / max(1, self.params_before):.1f}%), gathers {self.gathers}, "
             f"narrows {self.narrows}, copied elements {self.copied_elements:,}, absorbed {self.absorbed}, "
-            f"extra pruned channels {self.extra_pruned_channels}, {self.export_seconds:.2f} s"
+            f"extra pruned channels {self.extra_pruned_channels}, kept for groups {self.kept_for_groups}, "
+            f"{self.export_seconds:.2f} s"
         )
 
 
@@ -78,6 +81,7 @@ def build_report(
         params_before=params_before,
         params_after=count_parameters(module),
         extra_pruned_channels=sum(segment.extra_pruned for segment in plan.segments),
+        kept_for_groups=sum(segment.kept_for_groups for segment in plan.segments),
         segments=segments,
         frozen=tuple(name for segment in plan.segments for name in segment.frozen_by),
         export_seconds=seconds,
@@ -92,7 +96,7 @@ def _segment_report(segment: SegmentPlan) -> SegmentReport:
     consumers = tuple(_consumer_report(access) for access in segment.consumers)
     return SegmentReport(
         segment.index, segment.producers, segment.channels, segment.kept, segment.extra_pruned, consumers,
-        segment.frozen_by,
+        segment.frozen_by, segment.kept_for_groups,
     )  # fmt: skip
 
 
@@ -106,6 +110,11 @@ def _consumer_report(access: ConsumerAccess) -> ConsumerReport:
         reason = "reads every channel its input keeps"
     elif isinstance(access.access, Narrow):
         reason = f"the {read} channels it needs are contiguous: a view"
+    elif access.groups > 1:
+        reason = (
+            f"a convolution with {access.groups} groups reads its {read} channels as equal blocks in group order, "
+            "which keep their original order; other consumers' channels lie between them"
+        )
     elif access.shared_with:
         reason = f"reads {read} channels of the gather of {access.shared_with}, as a contiguous range"
     else:

@@ -94,7 +94,9 @@ def _reslice(graph_module: fx.GraphModule, param_slice: ParamSlice) -> None:
     owner = graph_module.get_submodule(module_name)
     old = getattr(owner, leaf)
     index = torch.tensor(param_slice.indices, dtype=torch.long, device=old.device)
-    new = old.detach().index_select(param_slice.axis, index).clone()
+    blocks = old.detach().chunk(param_slice.groups, dim=0)  # one block unless it slices a grouped conv's input
+    indices = index.chunk(param_slice.groups)
+    new = torch.cat([block.index_select(param_slice.axis, i) for block, i in zip(blocks, indices)]).clone()
     if isinstance(old, nn.Parameter):
         setattr(owner, leaf, nn.Parameter(new, requires_grad=old.requires_grad))
     else:
