@@ -92,6 +92,33 @@ class PruneSpec:
                     inputs[name] = columns
         return cls(inputs, outputs)
 
+    @classmethod
+    def from_torch_prune(cls, model: nn.Module) -> PruneSpec:
+        """Read the masks ``torch.nn.utils.prune`` left on ``model`` (a ``<name>_mask`` buffer beside a
+        ``<name>_orig`` parameter, for weights): a channel is pruned where the whole mask slice is zero, on the
+        weight's output axis (a filter) or its input axis (a column), as ``ln_structured`` / ``random_structured``
+        leave them; unstructured zeros prune no channel.
+
+        The spec names parameters as they are once the pruning is made permanent (``"conv.weight"``): call
+        ``torch.nn.utils.prune.remove(module, "weight")`` on each pruned module before exporting. Like every spec,
+        it prunes a filter together with its bias, which ``torch.nn.utils.prune`` leaves unmasked.
+        """
+        inputs, outputs = {}, {}
+        for module_name, module in model.named_modules():
+            for name, mask in _prune_masks(module):
+                qualified = f"{module_name}.{name}" if module_name else name
+                in_axis, out_axis = weight_axes(model, qualified)
+                outputs[qualified] = _zero_slices(mask, out_axis)
+                if mask.ndim >= 2 and mask.shape[in_axis] > 1:
+                    inputs[qualified] = _zero_slices(mask, in_axis)
+        if not inputs and not outputs:
+            raise SpecError(
+                "PruneSpec.from_torch_prune found no torch.nn.utils.prune weight mask (a 'weight_mask' buffer beside "
+                "a 'weight_orig' parameter) in the model; after prune.remove() the zeros stay in the weights: read "
+                "them with PruneSpec.from_zeros(model)"
+            )
+        return cls(inputs, outputs)
+
     def validate(self, model: nn.Module) -> None:
         """Raise :class:`SpecError` if a name is unknown or an index is out of range."""
         params = dict(model.named_parameters())
@@ -151,6 +178,16 @@ def _sibling_bias(params: Mapping[str, torch.Tensor], weight_name: str) -> torch
         return None
     bias = params.get(weight_name[: -len("weight")] + "bias")
     return bias if bias is not None and bias.ndim == 1 else None
+
+
+def _prune_masks(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``(weight name, mask)`` for each weight of ``module`` that ``torch.nn.utils.prune`` masks."""
+    found = []
+    for buffer_name, mask in module.named_buffers(recurse=False):
+        name = buffer_name.removesuffix("_mask")
+        if name != buffer_name and name.endswith("weight") and hasattr(module, name + "_orig") and mask.ndim > 0:
+            found.append((name, mask.detach()))
+    return found
 
 
 def _zero_slices(weight: torch.Tensor, axis: int, bias: torch.Tensor | None = None) -> frozenset[int]:
