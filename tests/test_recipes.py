@@ -11,12 +11,34 @@ RECIPES = Path(__file__).resolve().parent.parent / "passes"
 
 
 def test_every_recipe_is_tested():
-    assert {p.name for p in RECIPES.glob("*.py")} == {"fuse_then_prune.py"}
+    assert {p.name for p in RECIPES.glob("*.py")} == {"fuse_then_prune.py", "compile_pruned.py", "save_and_reload.py"}
 
 
 def test_fuse_then_prune(capsys: pytest.CaptureFixture[str]) -> None:
     runpy.run_path(str(RECIPES / "fuse_then_prune.py"), run_name="__main__")
     output = capsys.readouterr().out
     diffs = [float(d) for d in re.findall(r"max \|exported - masked\| = (\S+)", output)]
-    assert len(diffs) == 2 and all(d <= 1e-9 for d in diffs), output
+    assert len(diffs) == 3 and all(d <= 1e-9 for d in diffs), output
     assert "prune, then fold: 0 BatchNorm left" in output
+    assert "PassManager pipeline: modified=True, rerun modified=False" in output
+
+
+def test_compile_pruned(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    monkeypatch.setattr("sys.argv", ["compile_pruned.py", "aot_eager"])  # inductor: tests/test_compile.py
+    runpy.run_path(str(RECIPES / "compile_pruned.py"), run_name="__main__")
+    torch._dynamo.reset()
+    output = capsys.readouterr().out
+    diffs = [float(d) for d in re.findall(r"max \|compiled - masked\| = (\S+)", output)]
+    assert len(diffs) == 2 and all(d <= 1e-4 for d in diffs), output
+    assert "export, then torch.compile(aot_eager)" in output and "delegate='aot_eager'" in output
+
+
+def test_save_and_reload(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["save_and_reload.py"])
+    runpy.run_path(str(RECIPES / "save_and_reload.py"), run_name="__main__")
+    output = capsys.readouterr().out
+    assert "torchvision imported: False" in output, output
+    assert re.search(r"max \|reloaded - pruned\| = 0\.0e\+00", output), output
