@@ -8,7 +8,8 @@
   mask filters, with the per-channel layers (BatchNorm, depthwise conv) that carry those channels on, so they stay
   zero; ``"both"``: the union of the two, each side choosing ``amount`` on its own.
 - ``method="unconstrained"``: every layer chooses alone. ``method="constrained"``: all layers of one coupled group
-  (a segment, from the same analysis the export uses) share one choice, scored over all of them.
+  (a segment, from the same analysis the export uses) share one choice: a channel scores its mean over the layers
+  of the group that hold it.
 - ``scope="local"``: ``amount`` of each layer (or group); ``scope="global"``: ``amount`` of all the channels of a
   side, under one threshold.
 - Layers that read the graph's input are not masked on their input side, and layers that write its output are not

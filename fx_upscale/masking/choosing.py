@@ -2,8 +2,9 @@
 
 - *unconstrained*: each layer's positions are chosen on their own scores;
 - *constrained*: the layers of one coupled group (a segment: one shared channel space) share one choice. A channel
-  class scores the sum of its scores over every layer of the group holding it, and each layer masks the positions
-  of the chosen classes.
+  class scores the mean of its scores over the layers of the group that hold it (on the scale of one layer's
+  scores, whatever the size of the group, so that a global threshold treats large and small groups alike), and
+  each layer masks the positions of the chosen classes.
 - *local* scope: each layer (or group) masks ``int(amount * size)`` of its channels;
   *global* scope: ``int(amount * total)`` channels over the whole model, the lowest scores first, i.e. one
   threshold for every layer (or group).
@@ -37,22 +38,32 @@ def choose(
     ...        groups=None, pinned=frozenset(), scope="global")
     [[1], [0]]
     >>> choose([[0, 1, 2], [0, 1, 2]], [torch.tensor([3., 1., 2.]), torch.tensor([0., 4., 2.])], 0.34,
-    ...        groups=[[0, 1, 2]], pinned=frozenset(), scope="local")  # class totals 3, 5, 4
+    ...        groups=[[0, 1, 2]], pinned=frozenset(), scope="local")  # class means 1.5, 2.5, 2
     [[0], [0]]
     """
     if groups is None:
         return lowest(scores, amount, scope)
+    means = _class_means(classes, scores, pinned)
+    members = [[c for c in group if c in means] for group in groups]
+    members = [group for group in members if group]
+    picked = lowest([torch.tensor([means[c] for c in group], dtype=torch.float64) for group in members], amount, scope)
+    chosen = {group[p] for group, positions in zip(members, picked) for p in positions}
+    positions = [[p for p, c in enumerate(layer_classes) if c in chosen] for layer_classes in classes]
+    return [found[: len(layer_classes) - 1] for found, layer_classes in zip(positions, classes)]
+
+
+def _class_means(
+    classes: Sequence[Sequence[int]], scores: Sequence[torch.Tensor], pinned: frozenset[int]
+) -> dict[int, float]:
+    """Each unpinned class's mean score over the positions that hold it."""
     totals: dict[int, float] = {}
+    counts: dict[int, int] = {}
     for layer_classes, layer_scores in zip(classes, scores):
         for c, score in zip(layer_classes, layer_scores.tolist()):
             if c not in pinned:
                 totals[c] = totals.get(c, 0.0) + score
-    members = [[c for c in group if c in totals] for group in groups]
-    members = [group for group in members if group]
-    picked = lowest([torch.tensor([totals[c] for c in group], dtype=torch.float64) for group in members], amount, scope)
-    chosen = {group[p] for group, positions in zip(members, picked) for p in positions}
-    positions = [[p for p, c in enumerate(layer_classes) if c in chosen] for layer_classes in classes]
-    return [found[: len(layer_classes) - 1] for found, layer_classes in zip(positions, classes)]
+                counts[c] = counts.get(c, 0) + 1
+    return {c: total / counts[c] for c, total in totals.items()}
 
 
 def lowest(scores: Sequence[torch.Tensor], amount: float, scope: str) -> list[list[int]]:
