@@ -269,6 +269,30 @@ class _Walk:
         self.set_output(node, source, tuple((masked | (zeros_in & keeps_zero)).tolist()))
         return True
 
+    def _visit_layernorm(self, node: fx.Node, role: r.LayerNorm) -> bool:
+        """Its statistics read every channel, whatever its value; its output channel ``c`` is zero only when its
+        weight and bias at ``c`` are."""
+        source = self.layout_on(role.data, -1)
+        if source is None or source.repeat != 1 or source.axis != len(_shape(node)) - 1:
+            return False
+        count = len(source.ids)
+        needed = (True,) * count
+        elements, size = self.elements_per_channel(role.data), self.element_size(role.data)
+        self.reads.append(Read(node.name, role.data, needed, True, elements, size))
+        weight_zero = self.tensor(role.weight).eq(0) if role.weight else torch.zeros(count, dtype=torch.bool)
+        bias_zero = self.tensor(role.bias).eq(0) if role.bias else torch.ones(count, dtype=torch.bool)
+        self.set_output(node, source, tuple((weight_zero & bias_zero).tolist()))
+        return True
+
+    def _visit_permute(self, node: fx.Node, role: r.Permute) -> bool | None:
+        source = self.layouts.get(role.data)
+        if source is None:
+            return None
+        if source.repeat != 1:
+            return False
+        self.set_output(node, Layout(role.dims.index(source.axis), source.ids), self.zeros[role.data])
+        return None
+
     def _visit_pointwise(self, node: fx.Node, role: r.Pointwise) -> None:
         source = self.layouts.get(role.data)
         if source is not None:
@@ -281,10 +305,24 @@ class _Walk:
             return None
         if role.start_dim < source.axis:
             return False
+        if role.constant and role.start_dim <= source.axis:  # only a computed size (-1, x.size(...)) follows
+            self.barrier(node, "a view/reshape to a constant size merges the channel axis")
+            return None
         repeat = source.repeat
         if role.start_dim == source.axis:
             repeat *= math.prod(_shape(self.nodes[role.data])[source.axis + 1 :])
         self.set_output(node, Layout(source.axis, source.ids, repeat), self.zeros[role.data])
+        return None
+
+    def _visit_reshape(self, node: fx.Node, role: r.Reshape) -> bool | None:
+        source = self.layouts.get(role.data)
+        if source is None:
+            return None
+        axis = role.channel_axis_after(source.axis) if source.repeat == 1 else None
+        if axis is None:
+            self.barrier(node, f"reshape from {role.before} to {role.after} splits or merges the channel axis")
+            return None
+        self.set_output(node, Layout(axis, source.ids), self.zeros[role.data])
         return None
 
     def _visit_reduce(self, node: fx.Node, role: r.Reduce) -> bool | None:

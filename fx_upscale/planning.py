@@ -62,7 +62,7 @@ class ParamSlice:
 class AttrUpdate:
     module: str
     attr: str
-    value: int
+    value: int | tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -510,6 +510,14 @@ def _parameter_updates(analysis: ChannelAnalysis, physical: Mapping[str, tuple[i
             attrs.extend(AttrUpdate(role.module, attr, len(rows)) for attr in role.count_attrs)
             if role.kind == "depthwise_functional":
                 args.append(ArgUpdate(name, 6, "groups", len(rows)))
+        if isinstance(role, r.LayerNorm) and rows is not None:
+            for param in (role.weight, role.bias):
+                if param is not None:
+                    keep(param, 0, rows, size)
+            if role.module is not None:
+                attrs.append(AttrUpdate(role.module, "normalized_shape", (len(rows),)))
+            if role.functional:
+                args.append(ArgUpdate(name, 1, "normalized_shape", (len(rows),)))
         if isinstance(role, r.GetAttr) and rows is not None:
             keep(str(analysis.nodes[name].target), analysis.layouts[name].axis, rows, size)
     return tuple(slices), tuple(attrs), tuple(args)

@@ -9,10 +9,14 @@ the registry never looks at channels itself. Roles:
 - :class:`Grouped`     a grouped convolution (``1 < groups``, not depthwise): group ``g`` reads input block ``g`` and
                        writes output block ``g``; a consumer and a producer whose groups keep equal widths.
 - :class:`PerChannel`  BatchNorm and depthwise conv: one parameter slice per channel, channel identity kept.
+- :class:`LayerNorm`   LayerNorm over the channel axis (the last): needs every channel (its statistics), then
+                       scales each channel on its own; channels may be reordered, not removed before it.
 - :class:`Pointwise`   activations, pooling, dropout, identity: channel identity kept, no parameters.
+- :class:`Permute`     ``permute``/``transpose``/``swapaxes``: moves the channel axis, channels unchanged.
 - :class:`Elementwise` add/sub/mul/div: channel ``i`` of every full-width operand is merged into channel ``i``.
 - :class:`Concat`      ``cat``: concatenates channel spaces (or merges them when it concatenates another axis).
 - :class:`Flatten`     ``flatten``/``view``/``reshape`` that expand each channel into consecutive features.
+- :class:`Reshape`     other ``view``/``reshape``: channels pass through if the channel axis survives as an axis.
 - :class:`Reduce`      ``mean``/``sum``/``amax`` over axes other than the channel axis.
 - :class:`Metadata`    ``size``/``dim``/``shape``: reads no channel values.
 - :class:`Output`      the graph output: reads every channel, in order.
@@ -80,6 +84,21 @@ class PerChannel:
 
 
 @dataclass(frozen=True)
+class LayerNorm:
+    data: str
+    weight: str | None
+    bias: str | None
+    module: str | None  # an nn.LayerNorm whose normalized_shape follows the channel count
+    functional: bool = False  # F.layer_norm: its normalized_shape argument follows the channel count
+
+
+@dataclass(frozen=True)
+class Permute:
+    data: str
+    dims: tuple[int, ...]  # output axis ``i`` is input axis ``dims[i]`` (non-negative)
+
+
+@dataclass(frozen=True)
 class Pointwise:
     data: str
     keeps_zero: bool  # f(0) == 0, so an all-zero channel stays all-zero
@@ -100,6 +119,24 @@ class Concat:
 class Flatten:
     data: str
     start_dim: int
+    constant: bool = False  # a view/reshape whose flattened size is a literal: pruning what it merges breaks it
+
+
+@dataclass(frozen=True)
+class Reshape:
+    data: str
+    before: tuple[int, ...]
+    after: tuple[int, ...]
+    constant_axes: frozenset[int] = frozenset()  # output axes whose size is a literal in the graph
+
+
+    def channel_axis_after(self, axis: int) -> int | None:
+        """Where input axis ``axis`` is in the output, if the reshape keeps it whole as one axis."""
+        leading = math.prod(self.before[:axis])
+        for k, size in enumerate(self.after):
+            if math.prod(self.after[:k]) == leading and size == self.before[axis]:
+                return None if k in self.constant_axes else k
+        return None
 
 
 @dataclass(frozen=True)
@@ -130,8 +167,8 @@ class Unknown:
 
 
 Role = (
-    Source | Weighted | Grouped | PerChannel | Pointwise | Elementwise | Concat | Flatten | Reduce | Metadata | Output
-    | GetAttr | Unknown
+    Source | Weighted | Grouped | PerChannel | LayerNorm | Pointwise | Permute | Elementwise | Concat | Flatten
+    | Reshape | Reduce | Metadata | Output | GetAttr | Unknown
 )
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -225,6 +262,12 @@ def _classify_module(node: fx.Node, module: nn.Module) -> Role:
         return PerChannel(
             data, "batchnorm", weight, bias, name, ("num_features",), f"{name}.running_mean", f"{name}.running_var"
         )
+    if isinstance(module, nn.LayerNorm):
+        if len(module.normalized_shape) != 1:
+            return Unknown("LayerNorm over more than the last axis")
+        weight = f"{name}.weight" if module.weight is not None else None
+        bias = f"{name}.bias" if module.bias is not None else None
+        return LayerNorm(data, weight, bias, name)
     if isinstance(module, nn.Flatten):
         return Flatten(data, module.start_dim) if module.end_dim == -1 else Unknown("Flatten with end_dim != -1")
     if isinstance(module, _POINTWISE_MODULES):
@@ -259,8 +302,12 @@ def _classify_function(node: fx.Node) -> Role:
         return _classify_reduce(node, _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
     if target is getattr and len(node.args) > 1 and node.args[1] in ("shape", "dtype", "device", "ndim"):
         return Metadata()
+    if target in (torch.permute, torch.transpose, torch.swapaxes, torch.swapdims):
+        return _classify_permute(node, target.__name__)
     if target in _FUNCTIONAL_CONV or target is F.linear:
         return _classify_functional_weighted(node)
+    if target is F.layer_norm:
+        return _classify_functional_layer_norm(node)
     if target in _POINTWISE_FUNCTIONS or qualname in _POINTWISE_BY_NAME:
         return _classify_pointwise_call(node, target not in _ZERO_TO_NONZERO_FUNCTIONS)
     return Unknown("no handler for this function")
@@ -276,6 +323,8 @@ def _classify_method(node: fx.Node) -> Role:
         return _classify_flatten(node, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
     if method in ("view", "reshape"):
         return _classify_reshape(node)
+    if method in ("permute", "transpose", "swapaxes", "swapdims"):
+        return _classify_permute(node, method)
     if method in _REDUCE_METHODS:
         return _classify_reduce(node, _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
     if method in _POINTWISE_METHODS:
@@ -314,10 +363,40 @@ def _classify_reshape(node: fx.Node) -> Role:
     if not isinstance(data, fx.Node):
         return Unknown("reshape of a non-tensor")
     before, after = _shape(data), _shape(node)
+    constant = _constant_sizes(node, len(after))
     start = len(after) - 1
     if before[:start] == after[:start] and math.prod(before[start:]) == after[-1]:
-        return Flatten(data.name, start)
-    return Unknown(f"reshape from {tuple(before)} to {tuple(after)} is not a flatten")
+        return Flatten(data.name, start, start in constant)
+    return Reshape(data.name, tuple(before), tuple(after), constant)
+
+
+def _constant_sizes(node: fx.Node, ndim: int) -> frozenset[int]:
+    """Output axes of a view/reshape whose size is a literal int (not -1, not computed in the graph)."""
+    sizes = list(node.args[1:]) or [node.kwargs.get("shape", node.kwargs.get("size", ()))]
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = list(sizes[0])
+    if len(sizes) != ndim:
+        return frozenset(range(ndim))
+    return frozenset(k for k, size in enumerate(sizes) if isinstance(size, int) and size != -1)
+
+
+def _classify_permute(node: fx.Node, name: str) -> Role:
+    data = _data_name(node)
+    ndim = len(_shape(node))
+    if data is None or ndim == 0:
+        return Unknown("permute of a non-tensor")
+    arguments = list(node.args[1:]) + list(node.kwargs.values())
+    if name == "permute":
+        dims = arguments[0] if len(arguments) == 1 and isinstance(arguments[0], (list, tuple)) else arguments
+    elif len(arguments) == 2:
+        a, b = (d % ndim for d in arguments)
+        dims = list(range(ndim))
+        dims[a], dims[b] = b, a
+    else:
+        return Unknown(f"{name} with arguments {arguments}")
+    if not all(isinstance(d, int) for d in dims) or len(dims) != ndim:
+        return Unknown(f"{name} with dimensions that are not constants: {dims}")
+    return Permute(data, tuple(d % ndim for d in dims))
 
 
 def _classify_reduce(node: fx.Node, dims: Any, keepdim: bool) -> Role:
@@ -351,6 +430,26 @@ def producer_conv(role: Role) -> Weighted | None:
     if isinstance(role, Weighted):
         return role
     return role.conv if isinstance(role, Grouped) else None
+
+
+def _classify_functional_layer_norm(node: fx.Node) -> Role:
+    data, shape = _data_name(node), _arg(node, 1, "normalized_shape")
+    weight, bias = _arg(node, 2, "weight"), _arg(node, 3, "bias")
+    if data is None or not isinstance(shape, (list, tuple)) or len(shape) != 1:
+        return Unknown("layer_norm over more than the last axis")
+    if not all(p is None or _is_get_attr(p) for p in (weight, bias)):
+        return Unknown("layer_norm weights that are not plain attributes (get_attr) cannot be resliced")
+    names = [str(p.target) if p is not None else None for p in (weight, bias)]
+    owner = next((name.rpartition(".")[0] for name in names if name is not None), None)
+    module = owner if owner is not None and isinstance(_owner(node, owner), nn.LayerNorm) else None
+    return LayerNorm(data, names[0], names[1], module, functional=True)
+
+
+def _owner(node: fx.Node, qualname: str) -> nn.Module | None:
+    try:
+        return node.graph.owning_module.get_submodule(qualname)
+    except AttributeError:
+        return None
 
 
 def _is_get_attr(value: Any) -> bool:

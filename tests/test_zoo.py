@@ -669,6 +669,73 @@ class TransposedConv(Zoo):
         return self.head(x)
 
 
+class ConvNeXtBlock(Zoo):
+    """21. ConvNeXt: depthwise conv, permute to channels-last, LayerNorm, MLP, layer scale, permute back, residual;
+    a functional channels-first LayerNorm (as torchvision's LayerNorm2d) before the head."""
+
+    first, last = ("stem.weight",), ("head.weight",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 2, stride=2)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.norm = nn.LayerNorm(8)
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 8)
+        self.layer_scale = nn.Parameter(torch.rand(8, 1, 1) + 0.5)
+        self.norm2d = nn.LayerNorm(8)
+        self.head = nn.Conv2d(8, 6, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.fc2(F.gelu(self.fc1(self.norm(y))))
+        x = x + self.layer_scale * torch.permute(y, (0, 3, 1, 2))
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.norm2d.normalized_shape, self.norm2d.weight, self.norm2d.bias)
+        return self.head(x.permute(0, 3, 1, 2))
+
+
+class TokenMLP(Zoo):
+    """22. ViT-style tokens: patchify, flatten + transpose to (B, N, C), pre-norm MLP with residual, mean pool."""
+
+    first, last = ("patch.weight",), ("head.weight",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 8, 2, stride=2)
+        self.norm = nn.LayerNorm(8)
+        self.fc1 = nn.Linear(8, 20)
+        self.fc2 = nn.Linear(20, 8)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x):
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        tokens = tokens + self.fc2(F.gelu(self.fc1(self.norm(tokens))))
+        return self.head(tokens.mean(dim=1))
+
+
+class WindowReshape(Zoo):
+    """23. MaxViT-style windows: reshapes and permutes that split spatial axes and keep the channel axis whole."""
+
+    first, last = ("conv1.weight",), ("head.weight",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 1)
+        self.fc = nn.Linear(8, 10)
+        self.head = nn.Conv2d(10, 6, 1)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        b, c, h, w = x.shape
+        windows = x.reshape(b, c, h // 4, 4, w // 4, 4).permute(0, 2, 4, 3, 5, 1)  # (b, h/4, w/4, 4, 4, c)
+        windows = self.fc(windows.reshape(b, (h // 4) * (w // 4), 16, c))
+        d = windows.shape[-1]
+        y = windows.reshape(b, h // 4, w // 4, 4, 4, d).permute(0, 5, 1, 3, 2, 4).reshape(b, d, h, w)
+        return self.head(y)
+
+
 ZOO: dict[str, type[Zoo]] = {
     cls.__name__: cls
     for cls in (
@@ -677,7 +744,7 @@ ZOO: dict[str, type[Zoo]] = {
         CatOneConsumer, CatManyConsumers,
         NestedCat, SqueezeExcite, SpatialAttention, Arithmetic, Functional, FunctionalDepthwise,
         FunctionalDepthwiseBias, DiamondPointwise, DiamondConv,
-        DenseBlock, ChannelScale, TransposedConv,
+        DenseBlock, ChannelScale, TransposedConv, ConvNeXtBlock, TokenMLP, WindowReshape,
     )
 }  # fmt: skip
 
@@ -884,6 +951,8 @@ def test_exported_module_is_consistent(name: str, mode: str) -> None:
             assert tuple(module.weight.shape) == (module.out_features, module.in_features), qualname
             if module.bias is not None:
                 assert module.bias.shape == (module.out_features,), qualname
+        elif isinstance(module, nn.LayerNorm):
+            assert module.weight.shape == module.bias.shape == module.normalized_shape, qualname
         elif isinstance(module, _NORM):
             n = module.num_features
             assert module.weight.numel() == module.bias.numel() == n, qualname

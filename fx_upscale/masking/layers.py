@@ -39,8 +39,9 @@ def pinned_classes(analysis: ChannelAnalysis, side: str) -> frozenset[int]:
     """Classes no layer masks on ``side``."""
     pinned = {analysis.class_of[i] for i in analysis.frozen}
     for read in analysis.reads:
-        unmasked_reader = side == "input" and not isinstance(analysis.roles[read.reader], r.Weighted)
-        if not read.consumer or unmasked_reader:
+        role = analysis.roles[read.reader]
+        unmasked_reader = side == "input" and not isinstance(role, r.Weighted)
+        if not read.consumer or unmasked_reader or isinstance(role, r.LayerNorm):  # its statistics need them all
             pinned |= set(analysis.classes(read.source))
     if side == "output":
         for i, owner in analysis.owner.items():
