@@ -3,6 +3,8 @@ torch.linalg.matrix_rank (sklearn digits and random data), and PruneSpec.from_to
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -341,3 +343,10 @@ def test_from_torch_prune_ignores_unstructured_zeros_and_needs_masks():
         PruneSpec.from_torch_prune(model)
     prune.l1_unstructured(model.conv2, "weight", amount=0.3)
     assert PruneSpec.from_torch_prune(model).is_empty()
+
+
+def test_the_readme_example_runs():
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = re.search(r"^### Choosing channels\n\n```python\n(.*?)^```", text, flags=re.M | re.S)
+    assert example, "README has no python example right under '### Choosing channels'"
+    exec(compile(example.group(1), "README.md (Choosing channels)", "exec"), {"__name__": "__readme__"})
