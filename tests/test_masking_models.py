@@ -17,7 +17,7 @@ from support import assert_exact, gathers_in_graph, randomize_batchnorm
 from torch import nn
 
 import fx_upscale
-from fx_upscale import PruneSpec
+from fx_upscale import PruneSpec, registry
 from fx_upscale.channels import analyse_channels
 from fx_upscale.masking import scores
 from fx_upscale.segments import find_segments
@@ -85,7 +85,7 @@ def masked_classes(name: str, spec: PruneSpec, side: str) -> dict[str, tuple[fro
     analysis = analysis_of(name)
     found = {}
     for node, role in analysis.roles.items():
-        if not isinstance(role, fx_upscale.registry.Weighted):
+        if not isinstance(role, registry.Weighted):
             continue
         held = analysis.classes(role.data if side == "input" else node)
         repeat = analysis.layouts[role.data].repeat if side == "input" else 1
