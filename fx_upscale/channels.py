@@ -29,11 +29,17 @@ from . import registry as r
 
 @dataclass(frozen=True)
 class Layout:
-    """Channel ids along ``axis`` of a node's output; each channel spans ``repeat`` consecutive entries."""
+    """Channel ids along ``axis`` of a node's output; each channel spans ``repeat`` consecutive entries.
+
+    ``groups > 1``: the channels lie across two axes, ``axis`` (``groups`` long) and ``axis + 1``, in row-major
+    order: the middle of a channel shuffle (``view`` to groups, ``transpose``, ``view`` back). Only reshapes,
+    permutes and pointwise ops read such a layout; any other reader is a barrier.
+    """
 
     axis: int
     ids: tuple[int, ...]
     repeat: int = 1
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,9 @@ def analyse_channels(gm: fx.GraphModule) -> ChannelAnalysis:
     return walk.result()
 
 
+_READS_SPLIT_CHANNELS = (r.Reshape, r.Permute, r.Pointwise, r.Output, r.Unknown, r.Metadata)
+
+
 def _shape(node: fx.Node) -> tuple[int, ...]:
     meta = node.meta.get("tensor_meta")
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
@@ -104,6 +113,7 @@ class _Walk:
         self.frozen: set[int] = set()
         self.reads: list[Read] = []
         self.barriers: dict[str, str] = {}
+        self.splits: dict[str, tuple[r.Split, Layout, tuple[bool, ...]]] = {}  # split node -> its source's channels
         self.tied = UnionFind()
 
     def result(self) -> ChannelAnalysis:
@@ -180,6 +190,11 @@ class _Walk:
     def visit(self, node: fx.Node) -> None:
         role = r.classify(node, self.gm, self.module_calls)
         self.roles[node.name] = role
+        if not isinstance(role, _READS_SPLIT_CHANNELS) and any(
+            self.layouts[n.name].groups != 1 for n in node.all_input_nodes if n.name in self.layouts
+        ):
+            self.barrier(node, "it reads channels split across two axes (the middle of a channel shuffle)")
+            return
         handler = getattr(self, f"_visit_{type(role).__name__.lower()}")
         if handler(node, role) is False:
             self.barrier(node, "its channel layout does not match what this op expects")
@@ -290,7 +305,52 @@ class _Walk:
             return None
         if source.repeat != 1:
             return False
-        self.set_output(node, Layout(role.dims.index(source.axis), source.ids), self.zeros[role.data])
+        if source.groups == 1:
+            self.set_output(node, Layout(role.dims.index(source.axis), source.ids), self.zeros[role.data])
+            return None
+        swap = list(range(len(role.dims)))
+        swap[source.axis], swap[source.axis + 1] = source.axis + 1, source.axis
+        if list(role.dims) != swap:
+            return False  # only the shuffle's transpose of the two channel axes is mapped
+        per_group = len(source.ids) // source.groups
+        order = [g * per_group + k for k in range(per_group) for g in range(source.groups)]
+        zeros = self.zeros[role.data]
+        layout = Layout(source.axis, tuple(source.ids[i] for i in order), groups=per_group)
+        self.set_output(node, layout, tuple(zeros[i] for i in order))
+        return None
+
+    def _visit_split(self, node: fx.Node, role: r.Split) -> bool | None:
+        source = self.layouts.get(role.data)
+        if source is None:
+            return None
+        if role.dim == source.axis and source.repeat != 1:
+            return False
+        self.splits[node.name] = (role, source, self.zeros[role.data])
+        return None
+
+    def _visit_piece(self, node: fx.Node, role: r.Piece) -> None:
+        """A piece of a split along the channel axis holds that range of channels; along another axis, all."""
+        if role.split not in self.splits:
+            return  # a piece of an untracked tensor
+        split, source, zeros = self.splits[role.split]
+        if split.dim != source.axis:
+            self.set_output(node, source, zeros)
+            return
+        index = role.index % len(split.sections)
+        start, length = sum(split.sections[:index]), split.sections[index]
+        self.set_output(node, Layout(source.axis, source.ids[start : start + length]), zeros[start : start + length])
+
+    def _visit_slice(self, node: fx.Node, role: r.Slice) -> bool | None:
+        source = self.layouts.get(role.data)
+        if source is None:
+            return None
+        if role.dim != source.axis:
+            self.set_output(node, source, self.zeros[role.data])
+            return None
+        if source.repeat != 1:
+            return False
+        kept = slice(role.start, role.start + role.length)
+        self.set_output(node, Layout(source.axis, source.ids[kept]), self.zeros[role.data][kept])
         return None
 
     def _visit_pointwise(self, node: fx.Node, role: r.Pointwise) -> None:
@@ -315,15 +375,30 @@ class _Walk:
         return None
 
     def _visit_reshape(self, node: fx.Node, role: r.Reshape) -> bool | None:
+        """Channels pass through a reshape that keeps the channel axis whole, that splits it into (groups,
+        channels per group) or that merges such a split back: the three steps of a channel shuffle."""
         source = self.layouts.get(role.data)
         if source is None:
             return None
-        axis = role.channel_axis_after(source.axis) if source.repeat == 1 else None
-        if axis is None:
+        zeros = self.zeros[role.data]
+        if source.repeat == 1 and source.groups == 1 and (axis := role.channel_axis_after(source.axis)) is not None:
+            self.set_output(node, Layout(axis, source.ids), zeros)
+        elif source.repeat == 1 and source.groups == 1 and (axis := role.split_axis(source.axis)) is not None:
+            self._tie_ranks(source.ids, role.after[axis])
+            self.set_output(node, Layout(axis, source.ids, groups=role.after[axis]), zeros)
+        elif source.groups != 1 and (axis := role.merged_axis(source.axis)) is not None:
+            self.set_output(node, Layout(axis, source.ids), zeros)
+        else:
             self.barrier(node, f"reshape from {role.before} to {role.after} splits or merges the channel axis")
-            return None
-        self.set_output(node, Layout(axis, source.ids), self.zeros[role.data])
         return None
+
+    def _tie_ranks(self, ids: tuple[int, ...], groups: int) -> None:
+        """Channel ``k`` of every group is kept or removed together, so that each group keeps the same channels
+        and the shuffle interleaves them exactly as before pruning."""
+        per_group = len(ids) // groups
+        for g in range(1, groups):
+            for k in range(per_group):
+                self.tied.union(ids[k], ids[g * per_group + k])
 
     def _visit_reduce(self, node: fx.Node, role: r.Reduce) -> bool | None:
         source = self.layouts.get(role.data)

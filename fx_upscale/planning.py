@@ -178,7 +178,11 @@ class _SegmentPlanner:
     def plan(self) -> SegmentPlan:
         frozen_by = self._check_barriers()
         kept_free = self._keep_a_channel_per_producer(self._kept("upscale"))
-        kept = kept_free if self.mode != "constrained" else self._revive_producers(self._kept("constrained"), kept_free)
+        if self.mode == "constrained":
+            revived = self._revive_producers(self._kept("constrained"), kept_free)
+            kept = self._keep_a_channel_per_consumer(revived, kept_free)
+        else:
+            kept = kept_free
         equal_kept = self._equalize_groups(kept)
         kept_for_groups, kept = len(equal_kept - kept), equal_kept
         problem, position_maps = self._order_problem(kept)
@@ -233,6 +237,16 @@ class _SegmentPlanner:
                 classes = self.analysis.classes(owner)
                 if not set(classes) & kept:
                     extra.add(classes[0])
+        return self._keep_a_channel_per_consumer(kept | extra, frozenset())
+
+    def _keep_a_channel_per_consumer(self, kept: frozenset[int], preferred: frozenset[int]) -> frozenset[int]:
+        """A consumer reading a slice or split piece none of whose channels is kept reads one (a ``preferred``
+        one if it can), through a zero weight column, rather than an empty input."""
+        extra = set()
+        for read in self.consumer_reads:
+            classes = self.analysis.classes(read.source)
+            if not set(classes) & (kept | extra):
+                extra.add(next((c for c in classes if c in preferred), classes[0]))
         return kept | extra
 
     def _revive_producers(self, kept: frozenset[int], kept_free: frozenset[int]) -> frozenset[int]:
@@ -270,7 +284,20 @@ class _SegmentPlanner:
                 role = self.analysis.roles[owner]
                 if isinstance(role, r.Grouped):
                     changed |= self._pad_groups(self.analysis.classes(owner), role.groups, kept_set)
+            for split in self._channel_chunks():
+                changed |= self._pad_groups(self.analysis.classes(split.data), len(split.sections), kept_set)
         return frozenset(kept_set)
+
+    def _channel_chunks(self) -> list[r.Split]:
+        """``chunk`` ops cutting a tensor of this segment along its channel axis: equal pieces, before and after."""
+        tensors = set(self.segment.tensors)
+        chunks = []
+        for name in self.analysis.order:
+            role = self.analysis.roles[name]
+            if isinstance(role, r.Split) and role.chunks and role.data in tensors:
+                if self.analysis.layouts[role.data].axis == role.dim:
+                    chunks.append(role)
+        return chunks
 
     def _pad_grouped_read(self, read: Read, kept: set[int]) -> Read:
         classes = self.analysis.classes(read.source)
@@ -332,7 +359,8 @@ class _SegmentPlanner:
         raise UnsupportedOpError(
             f"{describe_node(node)} is in a segment being pruned, and fx_upscale cannot map channels through it "
             f"({self.analysis.barriers[node.name]}). Fix: pass on_unsupported='freeze' to keep every channel that "
-            "crosses it, make it a leaf module, or register a handler for this op"
+            "crosses it, make it a leaf module, or declare how channels cross it with "
+            "fx_upscale.register_pointwise(target, keeps_zero=...) or fx_upscale.register_per_channel(module_type)"
         )
 
     # -- orders -------------------------------------------------------------------------------------------------
@@ -473,6 +501,31 @@ def _expand(channels: tuple[int, ...], repeat: int) -> tuple[int, ...]:
     return tuple(c * repeat + k for c in channels for k in range(repeat))
 
 
+def _range_updates(analysis: ChannelAnalysis, name: str, role: r.Split | r.Slice, kept: tuple[int, ...]):
+    """New sizes for a split, or a new range for a slice, along the channel axis of a pruned tensor."""
+    if analysis.layouts[role.data].axis != role.dim:
+        return []
+    node = analysis.nodes[name]
+
+    def count(start: int, end: int) -> int:
+        return sum(start <= p < end for p in kept)
+
+    if isinstance(role, r.Split):
+        if role.chunks:
+            return []  # its pieces keep equal widths (see _equalize_groups): chunk(n) still cuts them right
+        bounds = [sum(role.sections[:i]) for i in range(len(role.sections) + 1)]
+        sizes = tuple(count(a, b) for a, b in zip(bounds, bounds[1:]))
+        keyword = "split_size_or_sections" if node.op == "call_function" else "split_size"
+        return [ArgUpdate(name, 1, keyword, sizes)]
+    start, length = count(0, role.start), count(role.start, role.start + role.length)
+    if not role.getitem:
+        return [ArgUpdate(name, 2, "start", start), ArgUpdate(name, 3, "length", length)]
+    index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+    index = index + (slice(None),) * (role.dim + 1 - len(index))
+    new = index[: role.dim] + (slice(start, start + length),) + index[role.dim + 1 :]
+    return [ArgUpdate(name, 1, "", new)]
+
+
 def _parameter_updates(analysis: ChannelAnalysis, physical: Mapping[str, tuple[int, ...]], segments: list):
     """Parameter slices and attribute updates that realise ``physical`` and the consumers' columns."""
     slices: list[ParamSlice] = []
@@ -518,6 +571,8 @@ def _parameter_updates(analysis: ChannelAnalysis, physical: Mapping[str, tuple[i
                 attrs.append(AttrUpdate(role.module, "normalized_shape", (len(rows),)))
             if role.functional:
                 args.append(ArgUpdate(name, 1, "normalized_shape", (len(rows),)))
+        if isinstance(role, (r.Split, r.Slice)) and role.data in physical:
+            args.extend(_range_updates(analysis, name, role, physical[role.data]))
         if isinstance(role, r.GetAttr) and rows is not None:
             keep(str(analysis.nodes[name].target), analysis.layouts[name].axis, rows, size)
     return tuple(slices), tuple(attrs), tuple(args)

@@ -15,12 +15,18 @@ the registry never looks at channels itself. Roles:
 - :class:`Permute`     ``permute``/``transpose``/``swapaxes``: moves the channel axis, channels unchanged.
 - :class:`Elementwise` add/sub/mul/div: channel ``i`` of every full-width operand is merged into channel ``i``.
 - :class:`Concat`      ``cat``: concatenates channel spaces (or merges them when it concatenates another axis).
+- :class:`Split`       ``split``/``chunk``: cuts the channel axis into pieces (or passes channels through to each piece
+                       when it cuts another axis); :class:`Piece` is ``getitem`` of one piece.
+- :class:`Slice`       ``narrow`` and ``x[:, a:b]``: one range of an axis.
 - :class:`Flatten`     ``flatten``/``view``/``reshape`` that expand each channel into consecutive features.
 - :class:`Reshape`     other ``view``/``reshape``: channels pass through if the channel axis survives as an axis.
 - :class:`Reduce`      ``mean``/``sum``/``amax`` over axes other than the channel axis.
 - :class:`Metadata`    ``size``/``dim``/``shape``: reads no channel values.
 - :class:`Output`      the graph output: reads every channel, in order.
 - :class:`Unknown`     anything else: a barrier that reads every channel of its inputs.
+
+Custom ops and modules: :func:`register_pointwise` and :func:`register_per_channel` declare how channels cross
+them (the recipe ``passes/custom_op.py`` shows both); registered module types are traced as leaves.
 
 Start reading at :func:`classify`.
 """
@@ -68,7 +74,7 @@ class PerChannel:
     """One slice per channel along axis 0 of each named tensor (qualified names; ``None`` when absent)."""
 
     data: str
-    kind: str  # "batchnorm" | "depthwise" | "depthwise_functional"
+    kind: str  # "batchnorm" | "depthwise" | "depthwise_functional" | "affine" (a registered module)
     weight: str | None
     bias: str | None
     module: str | None
@@ -116,6 +122,29 @@ class Concat:
 
 
 @dataclass(frozen=True)
+class Split:
+    data: str
+    dim: int  # non-negative
+    sections: tuple[int, ...]  # piece sizes along ``dim`` at the example inputs
+    chunks: bool  # ``chunk``: equal pieces, so every piece must keep the same number of channels
+
+
+@dataclass(frozen=True)
+class Piece:
+    split: str
+    index: int
+
+
+@dataclass(frozen=True)
+class Slice:
+    data: str
+    dim: int  # non-negative
+    start: int
+    length: int
+    getitem: bool  # ``x[...]`` (rewrite the index) rather than ``narrow`` (rewrite start and length)
+
+
+@dataclass(frozen=True)
 class Flatten:
     data: str
     start_dim: int
@@ -136,6 +165,23 @@ class Reshape:
         for k, size in enumerate(self.after):
             if math.prod(self.after[:k]) == leading and size == self.before[axis]:
                 return None if k in self.constant_axes else k
+        return None
+
+    def split_axis(self, axis: int) -> int | None:
+        """``k`` if input axis ``axis`` becomes output axes ``k`` (groups, a literal) and ``k + 1`` (computed)."""
+        leading = math.prod(self.before[:axis])
+        for k in range(len(self.after) - 1):
+            if math.prod(self.after[:k]) == leading and self.after[k] * self.after[k + 1] == self.before[axis]:
+                if self.after[k] > 1 and k + 1 not in self.constant_axes:
+                    return k
+        return None
+
+    def merged_axis(self, axis: int) -> int | None:
+        """``k`` if input axes ``axis`` and ``axis + 1`` become output axis ``k`` (of a computed size)."""
+        leading, merged = math.prod(self.before[:axis]), self.before[axis] * self.before[axis + 1]
+        for k, size in enumerate(self.after):
+            if math.prod(self.after[:k]) == leading and size == merged and k not in self.constant_axes:
+                return k
         return None
 
 
@@ -167,8 +213,8 @@ class Unknown:
 
 
 Role = (
-    Source | Weighted | Grouped | PerChannel | LayerNorm | Pointwise | Permute | Elementwise | Concat | Flatten
-    | Reshape | Reduce | Metadata | Output | GetAttr | Unknown
+    Source | Weighted | Grouped | PerChannel | LayerNorm | Pointwise | Permute | Elementwise | Concat | Split | Piece
+    | Slice | Flatten | Reshape | Reduce | Metadata | Output | GetAttr | Unknown
 )
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -198,6 +244,49 @@ _POINTWISE_METHODS = _ZERO_TO_NONZERO_METHODS | {
 }  # fmt: skip
 # Wrapped (leaf) functions known by qualified name, so the registry needs no optional import.
 _POINTWISE_BY_NAME = {"torchvision.ops.stochastic_depth.stochastic_depth"}
+
+# Handlers registered by users (register_pointwise / register_per_channel): target -> keeps_zero, or module type
+# -> (weight attribute, bias attribute, attributes equal to the channel count).
+_CUSTOM_POINTWISE: dict[Any, bool] = {}
+_CUSTOM_PER_CHANNEL: dict[type[nn.Module], tuple[str | None, str | None, tuple[str, ...]]] = {}
+
+
+def register_pointwise(target: Any, *, keeps_zero: bool) -> None:
+    """Declare that ``target`` maps each channel of its one tensor input to the same channel of its output.
+
+    ``target`` is an ``nn.Module`` subclass (then traced as a leaf), a function called in the graph (e.g. a
+    ``torch.fx.wrap``-ed function or a ``torch.ops`` op), or a tensor method name. ``keeps_zero`` says whether
+    ``f(0) == 0`` elementwise (ReLU: yes; sigmoid: no): it decides whether a pruned channel stays prunable after it.
+
+    >>> import torch
+    >>> register_pointwise(torch.special.expit, keeps_zero=False)
+    >>> unregister(torch.special.expit)
+    """
+    _CUSTOM_POINTWISE[target] = keeps_zero
+
+
+def register_per_channel(
+    module_type: type[nn.Module], *, weight: str | None = "weight", bias: str | None = "bias",
+    count_attrs: tuple[str, ...] = (),
+) -> None:  # fmt: skip
+    """Declare that ``module_type`` computes ``y[:, c] = f(x[:, c]) * weight[c] + bias[c]`` along axis 1, with
+    ``f(0) == 0``: its ``weight``/``bias`` attributes (either may be ``None``) hold one entry per channel along
+    their first axis and are resliced with the channels; ``count_attrs`` name integer attributes set to the new
+    channel count. The module is traced as a leaf."""
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise TypeError(f"register_per_channel takes an nn.Module subclass, not {module_type!r}")
+    _CUSTOM_PER_CHANNEL[module_type] = (weight, bias, tuple(count_attrs))
+
+
+def unregister(target: Any) -> None:
+    """Forget a handler registered for ``target`` (a no-op if there is none)."""
+    _CUSTOM_POINTWISE.pop(target, None)
+    _CUSTOM_PER_CHANNEL.pop(target, None)
+
+
+def is_registered_module(module: nn.Module) -> bool:
+    """Whether a handler is registered for ``module``'s type (the tracer keeps such modules whole)."""
+    return type(module) in _CUSTOM_PER_CHANNEL or type(module) in _CUSTOM_POINTWISE
 _ELEMENTWISE_FUNCTIONS = {
     operator.add: "add", operator.iadd: "add", torch.add: "add",
     operator.sub: "sub", operator.isub: "sub", torch.sub: "sub",
@@ -212,6 +301,9 @@ _REDUCE_FUNCTIONS = {torch.mean: "mean", torch.sum: "sum", torch.amax: "amax"}
 _REDUCE_METHODS = {"mean", "sum", "amax"}
 _METADATA_METHODS = {"size", "dim", "numel"}
 _FUNCTIONAL_CONV = {F.conv1d, F.conv2d, F.conv3d}
+_SPLITS = {
+    ("call_function", torch.split), ("call_function", torch.chunk), ("call_method", "split"), ("call_method", "chunk")
+}
 
 
 def classify(node: fx.Node, gm: fx.GraphModule, module_calls: dict[str, int]) -> Role:
@@ -249,6 +341,12 @@ def _classify_module(node: fx.Node, module: nn.Module) -> Role:
     if data is None or len(node.all_input_nodes) != 1:
         return Unknown("module called with other than one tensor input")
     name = str(node.target)
+    if type(module) in _CUSTOM_POINTWISE:
+        return Pointwise(data, _CUSTOM_POINTWISE[type(module)])
+    if type(module) in _CUSTOM_PER_CHANNEL:
+        weight, bias, count_attrs = _CUSTOM_PER_CHANNEL[type(module)]
+        names = [f"{name}.{a}" if a and getattr(module, a, None) is not None else None for a in (weight, bias)]
+        return PerChannel(data, "affine", names[0], names[1], name, count_attrs)
     if isinstance(module, _CONV + _CONV_TRANSPOSE):
         return _classify_conv_module(node, module, name, data)
     if isinstance(module, nn.Linear):
@@ -292,6 +390,8 @@ def _classify_conv_module(node: fx.Node, module: nn.Module, name: str, data: str
 def _classify_function(node: fx.Node) -> Role:
     target = node.target
     qualname = f"{getattr(target, '__module__', '')}.{getattr(target, '__name__', '')}"
+    if _is_hashable(target) and target in _CUSTOM_POINTWISE:
+        return _classify_pointwise_call(node, _CUSTOM_POINTWISE[target])
     if target in _ELEMENTWISE_FUNCTIONS:
         return Elementwise(_ELEMENTWISE_FUNCTIONS[target])
     if target in _CONCAT_FUNCTIONS:
@@ -302,6 +402,12 @@ def _classify_function(node: fx.Node) -> Role:
         return _classify_reduce(node, _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
     if target is getattr and len(node.args) > 1 and node.args[1] in ("shape", "dtype", "device", "ndim"):
         return Metadata()
+    if target in (torch.split, torch.chunk):
+        return _classify_split(node, "chunk" if target is torch.chunk else "split")
+    if target is torch.narrow:
+        return _classify_narrow(node)
+    if target is operator.getitem:
+        return _classify_getitem(node)
     if target in (torch.permute, torch.transpose, torch.swapaxes, torch.swapdims):
         return _classify_permute(node, target.__name__)
     if target in _FUNCTIONAL_CONV or target is F.linear:
@@ -315,6 +421,8 @@ def _classify_function(node: fx.Node) -> Role:
 
 def _classify_method(node: fx.Node) -> Role:
     method = str(node.target)
+    if method in _CUSTOM_POINTWISE:
+        return _classify_pointwise_call(node, _CUSTOM_POINTWISE[method])
     if method in _ELEMENTWISE_METHODS:
         return Elementwise(_ELEMENTWISE_METHODS[method])
     if method in _METADATA_METHODS:
@@ -325,6 +433,10 @@ def _classify_method(node: fx.Node) -> Role:
         return _classify_reshape(node)
     if method in ("permute", "transpose", "swapaxes", "swapdims"):
         return _classify_permute(node, method)
+    if method in ("split", "chunk"):
+        return _classify_split(node, method)
+    if method == "narrow":
+        return _classify_narrow(node)
     if method in _REDUCE_METHODS:
         return _classify_reduce(node, _arg(node, 1, "dim"), _arg(node, 2, "keepdim", False))
     if method in _POINTWISE_METHODS:
@@ -399,6 +511,58 @@ def _classify_permute(node: fx.Node, name: str) -> Role:
     return Permute(data, tuple(d % ndim for d in dims))
 
 
+def _classify_split(node: fx.Node, kind: str) -> Role:
+    data = _data_name(node)
+    shape = _shape(node.args[0]) if isinstance(node.args[0], fx.Node) else ()
+    if data is None or not shape:
+        return Unknown(f"{kind} of a non-tensor")
+    size = _arg(node, 1, "chunks" if kind == "chunk" else "split_size_or_sections")
+    size = node.kwargs.get("split_size", size)
+    dim = _arg(node, 2, "dim", 0) % len(shape)
+    length = shape[dim]
+    if kind == "chunk":
+        if not isinstance(size, int) or length % size:
+            return Unknown(f"chunk into {size} pieces of an axis of {length}: not equal pieces")
+        return Split(data, dim, (length // size,) * size, chunks=True)
+    if isinstance(size, int):
+        sections = (size,) * (length // size) + ((length % size,) if length % size else ())
+    elif isinstance(size, (list, tuple)) and all(isinstance(s, int) for s in size):
+        sections = tuple(size)
+    else:
+        return Unknown(f"split with sizes that are not constants: {size}")
+    return Split(data, dim, sections, chunks=False)
+
+
+def _classify_narrow(node: fx.Node) -> Role:
+    data = _data_name(node)
+    dim, start, length = _arg(node, 1, "dim"), _arg(node, 2, "start"), _arg(node, 3, "length")
+    shape = _shape(node.args[0]) if isinstance(node.args[0], fx.Node) else ()
+    if data is None or not shape or not all(isinstance(v, int) for v in (dim, start, length)):
+        return Unknown("narrow with arguments that are not constants")
+    dim %= len(shape)
+    return Slice(data, dim, start % shape[dim], length, getitem=False)
+
+
+def _classify_getitem(node: fx.Node) -> Role:
+    """``getitem`` of a split's piece, or basic slicing of one axis (``x[:, a:b]``); anything else is unknown."""
+    source, index = node.args[0], node.args[1]
+    if not isinstance(source, fx.Node):
+        return Unknown("getitem of a non-node")
+    if isinstance(index, int) and (source.op, source.target) in _SPLITS:
+        return Piece(source.name, index)
+    shape = _shape(source)
+    index = index if isinstance(index, tuple) else (index,)
+    if not shape or len(index) > len(shape) or not all(isinstance(i, slice) for i in index):
+        return Unknown("indexing other than basic slices of a tensor")
+    ranges = [(dim, i.indices(shape[dim])) for dim, i in enumerate(index) if i != slice(None)]
+    if len(ranges) > 1 or any(step != 1 for _, (_, _, step) in ranges):
+        return Unknown("slicing of more than one axis, or with a step")
+    if not ranges:
+        return Pointwise(source.name, True)
+    dim, (start, stop, _) = ranges[0]
+    return Slice(source.name, dim, start, max(0, stop - start), getitem=True)
+
+
 def _classify_reduce(node: fx.Node, dims: Any, keepdim: bool) -> Role:
     data = _data_name(node)
     if data is None or dims is None:
@@ -450,6 +614,14 @@ def _owner(node: fx.Node, qualname: str) -> nn.Module | None:
         return node.graph.owning_module.get_submodule(qualname)
     except AttributeError:
         return None
+
+
+def _is_hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _is_get_attr(value: Any) -> bool:

@@ -19,6 +19,7 @@ from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from .errors import TracingError, describe_node
+from .registry import is_registered_module
 
 
 class _Tracer(fx.Tracer):
@@ -30,7 +31,9 @@ class _Tracer(fx.Tracer):
         self.leaf_names = frozenset(leaf_modules)
 
     def is_leaf_module(self, module: nn.Module, qualname: str) -> bool:
-        return qualname in self.leaf_names or super().is_leaf_module(module, qualname)
+        if qualname in self.leaf_names or is_registered_module(module):
+            return True
+        return super().is_leaf_module(module, qualname)
 
 
 def normalize_inputs(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:

@@ -43,7 +43,7 @@ def test_unsupported_op_in_a_pruned_segment_raises_with_node_op_target_and_line(
     message = str(error.value)
     assert "node 'cumsum' (call_function torch.cumsum)" in message
     assert f"test_errors.py:{_line_of('UNSUPPORTED-' + 'LINE')}" in message
-    assert "on_unsupported='freeze'" in message and "register a handler" in message
+    assert "on_unsupported='freeze'" in message and "fx_upscale.register_pointwise" in message
 
 
 def test_freeze_keeps_the_channels_crossing_the_op_and_reports_it(x):

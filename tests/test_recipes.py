@@ -11,7 +11,9 @@ RECIPES = Path(__file__).resolve().parent.parent / "passes"
 
 
 def test_every_recipe_is_tested():
-    assert {p.name for p in RECIPES.glob("*.py")} == {"fuse_then_prune.py", "compile_pruned.py", "save_and_reload.py"}
+    assert {p.name for p in RECIPES.glob("*.py")} == {
+        "fuse_then_prune.py", "compile_pruned.py", "save_and_reload.py", "custom_op.py"
+    }
 
 
 def test_fuse_then_prune(capsys: pytest.CaptureFixture[str]) -> None:
@@ -42,3 +44,12 @@ def test_save_and_reload(capsys: pytest.CaptureFixture[str], monkeypatch: pytest
     output = capsys.readouterr().out
     assert "torchvision imported: False" in output, output
     assert re.search(r"max \|reloaded - pruned\| = 0\.0e\+00", output), output
+
+
+def test_custom_op(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(RECIPES / "custom_op.py"), run_name="__main__")
+    output = capsys.readouterr().out
+    assert "before registering: UnsupportedOpError: node 'addcmul' (call_function torch.addcmul)" in output
+    assert "conv1 keeps 13 of 16 filters, affine.gain has 13 entries" in output
+    diffs = [float(d) for d in re.findall(r"max \|exported - masked\| = (\S+)", output)]
+    assert len(diffs) == 1 and diffs[0] <= 1e-9, output

@@ -27,9 +27,8 @@ class ChannelReorderPass(PassBase):
     def __init__(self, plan: ChannelPlan) -> None:
         super().__init__()
         self.plan = plan
-        self.fingerprint = hash(
-            (plan.mode, plan.param_slices, plan.attr_updates, plan.arg_updates, plan.accesses, plan.cat_selections)
-        )
+        parts = (plan.mode, plan.param_slices, plan.attr_updates, plan.arg_updates, plan.accesses, plan.cat_selections)
+        self.fingerprint = hash(repr(parts))  # repr: argument updates may hold slices, unhashable before Python 3.12
 
     def call(self, graph_module: fx.GraphModule) -> PassResult:
         if self._already_applied(graph_module):
