@@ -1,0 +1,293 @@
+"""Latency of a pruned model against every alternative, measured fairly: one process, interleaved repetitions.
+
+For one model and one mask, :func:`build_variants` makes five modules: the unpruned model, the ``constrained``,
+``baseline`` and ``upscale`` exports, and the copy-free oracle (:func:`copy_free_oracle`: the upscale export with
+every inserted gather replaced by a ``narrow`` view of the same shape, which is not exact but is the floor that
+reordering can reach). :func:`measure` times them, eager and under ``torch.compile``, round-robin (the order
+rotates with each repetition) and returns one :class:`Timing` per variant with the median, quartiles, min and max.
+Used by ``fx-upscale bench`` (``cli.py``) and ``benchmarks/latency.py``; :func:`format_table` and :func:`plot` show
+the results.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .export import export
+from .masking import mask
+
+VARIANTS = ("unpruned", "constrained", "baseline", "upscale", "oracle")
+BACKENDS = ("eager", "compile")
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Timing:
+    model: str
+    batch: int
+    backend: str  # "eager" | "compile" (inductor)
+    variant: str  # one of VARIANTS
+    device: str
+    threads: int
+    repeats: int
+    median_ms: float
+    q1_ms: float
+    q3_ms: float
+    min_ms: float
+    max_ms: float
+    load_before: float  # 1-minute load average before and after this model and batch
+    load_after: float
+
+
+def copy_free_oracle(module: fx.GraphModule) -> fx.GraphModule:
+    """A copy of an exported module whose inserted gathers (``index_select`` nodes marked ``access == "gather"``)
+    are ``torch.narrow`` views of the same length from channel 0: same shapes, no copy, not the same values."""
+    oracle = fx.GraphModule(module, copy.deepcopy(module.graph), class_name="CopyFreeOracle")  # shares weights
+    graph, indices = oracle.graph, []
+    for node in list(graph.nodes):
+        if node.meta.get("upscale", {}).get("access") != "gather":
+            continue
+        source, axis, index = node.args
+        with graph.inserting_before(node):
+            view = graph.call_function(torch.narrow, (source, axis, 0, _index_length(module, index)))
+        view.meta["upscale"] = {"access": "oracle", "consumer": node.meta["upscale"]["consumer"]}
+        node.replace_all_uses_with(view)
+        graph.erase_node(node)
+        indices.append(index.target)
+    graph.eliminate_dead_code()
+    for target in dict.fromkeys(indices):
+        if not any(n.op == "get_attr" and n.target == target for n in graph.nodes):
+            owner, _, name = target.rpartition(".")
+            delattr(oracle.get_submodule(owner) if owner else oracle, name)
+    oracle.delete_all_unused_submodules()
+    graph.lint()
+    oracle.recompile()
+    return oracle.eval()
+
+
+def _index_length(module: fx.GraphModule, index: fx.Node) -> int:
+    owner, _, name = index.target.rpartition(".")
+    holder = module.get_submodule(owner) if owner else module
+    return getattr(holder, name).shape[0]
+
+
+def build_variants(
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    amount: float,
+    heuristic: str = "l2",
+    side: str = "input",
+    method: str = "unconstrained",
+) -> dict[str, nn.Module]:
+    """The five modules of :data:`VARIANTS` for ``model`` masked at ``amount`` (exports traced at ``example``)."""
+    model = model.eval()
+    spec = mask(model, example, amount=amount, heuristic=heuristic, side=side, method=method)
+    variants: dict[str, nn.Module] = {"unpruned": model}
+    for mode in ("constrained", "baseline", "upscale"):
+        variants[mode] = export(model, example, spec=spec, mode=mode).module
+    variants["oracle"] = copy_free_oracle(variants["upscale"])
+    return variants
+
+
+def measure(
+    name: str,
+    variants: dict[str, nn.Module],
+    inputs: torch.Tensor,
+    *,
+    backends: Sequence[str] = ("eager",),
+    repeats: int = 10,
+    warmup: int = 2,
+    progress: Progress | None = None,
+) -> list[Timing]:
+    """Time every variant under every backend on ``inputs``, interleaved; one :class:`Timing` each."""
+    callables = {(backend, variant): _prepare(module, backend) for backend in backends for variant, module in
+                 variants.items()}  # fmt: skip
+    load_before = os.getloadavg()[0]
+    samples = time_round_robin(callables, inputs, repeats=repeats, warmup=warmup, progress=progress)
+    load_after = os.getloadavg()[0]
+    device = str(inputs.device)
+    return [
+        Timing(name, inputs.shape[0], backend, variant, device, torch.get_num_threads(), repeats,
+               *summarize(samples[backend, variant]), load_before, load_after)  # fmt: skip
+        for backend, variant in callables
+    ]
+
+
+def _prepare(module: nn.Module, backend: str) -> Callable:
+    if backend == "eager":
+        return module
+    if backend == "compile":
+        return torch.compile(module, dynamic=False)
+    raise ValueError(f"unknown backend {backend!r}: choose from {BACKENDS}")
+
+
+def time_round_robin(
+    callables: dict, inputs: torch.Tensor, *, repeats: int, warmup: int, progress: Progress | None = None
+) -> dict:
+    """Seconds per call of each callable: ``warmup`` untimed calls each (compiling, if compiled), then ``repeats``
+    rounds calling each once, in an order that rotates every round."""
+    keys = list(callables)
+    sync = torch.cuda.synchronize if inputs.device.type == "cuda" else (lambda: None)
+    samples: dict = {key: [] for key in keys}
+    with torch.no_grad():
+        for key in keys:
+            for _ in range(warmup):
+                callables[key](inputs)
+            if progress:
+                progress(f"warm-up {'/'.join(key)}")
+        for round_index in range(repeats):
+            shift = round_index % len(keys)
+            for key in keys[shift:] + keys[:shift]:
+                sync()
+                start = time.perf_counter()
+                callables[key](inputs)
+                sync()
+                samples[key].append(time.perf_counter() - start)
+            if progress:
+                progress(f"round {round_index + 1}/{repeats}")
+    return samples
+
+
+def summarize(seconds: Sequence[float]) -> tuple[float, float, float, float, float]:
+    """Median, first and third quartiles, min and max, in milliseconds."""
+    ms = sorted(1000 * s for s in seconds)
+    if len(ms) == 1:
+        return (ms[0],) * 5
+    q1, median, q3 = statistics.quantiles(ms, n=4, method="inclusive")
+    return median, q1, q3, ms[0], ms[-1]
+
+
+def format_table(timings: Sequence[Timing]) -> str:
+    """A Markdown table: per model, batch and backend, each variant's median ms [q1–q3], and upscale's ratios."""
+    groups: dict[tuple, dict[str, Timing]] = {}
+    for t in timings:
+        groups.setdefault((t.model, t.batch, t.backend), {})[t.variant] = t
+    present = [v for v in VARIANTS if any(v in row for row in groups.values())]
+    lines = [
+        "| model | batch | backend | " + " | ".join(f"{v} ms" for v in present)
+        + " | upscale / oracle | upscale / baseline |",
+        "|---|---|---|" + "---|" * (len(present) + 2),
+    ]
+    for (model, batch, backend), row in groups.items():
+        cells = [f"{row[v].median_ms:.1f} [{row[v].q1_ms:.1f}–{row[v].q3_ms:.1f}]" if v in row else "" for v in present]
+        lines.append(f"| {model} | {batch} | {backend} | " + " | ".join(cells)
+                     + f" | {_ratio(row, 'oracle')} | {_ratio(row, 'baseline')} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _ratio(row: dict[str, Timing], other: str) -> str:
+    if "upscale" not in row or other not in row:
+        return ""
+    return f"{100 * (row['upscale'].median_ms / row[other].median_ms - 1):+.1f}%"
+
+
+def plot(timings: Sequence[Timing], path: str | os.PathLike) -> None:
+    """A bar plot: per batch and backend, each model's variants as median latency relative to the unpruned model,
+    with the quartiles as error bars. Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(t.batch, t.backend) for t in timings}, key=lambda p: (p[1] != "eager", p[0]))
+    models = list(dict.fromkeys(t.model for t in timings))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(1.6 * len(models) + 2.5, 2.6 * len(panels)), squeeze=False)
+    for ax, (batch, backend) in zip(axes[:, 0], panels):
+        _plot_panel(ax, [t for t in timings if (t.batch, t.backend) == (batch, backend)], models)
+        ax.set_title(f"batch {batch}, {backend}", fontsize=9)
+    axes[0, 0].legend(fontsize=7, ncols=len(VARIANTS), loc="lower center", bbox_to_anchor=(0.5, 1.15), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _plot_panel(ax, timings: Sequence[Timing], models: list[str]) -> None:
+    by_key = {(t.model, t.variant): t for t in timings}
+    width = 0.8 / len(VARIANTS)
+    for i, variant in enumerate(VARIANTS):
+        xs, heights, errors = [], [], ([], [])
+        for m, model in enumerate(models):
+            t, base = by_key.get((model, variant)), by_key.get((model, "unpruned"))
+            if t is None or base is None:
+                continue
+            xs.append(m + (i - (len(VARIANTS) - 1) / 2) * width)
+            heights.append(t.median_ms / base.median_ms)
+            errors[0].append((t.median_ms - t.q1_ms) / base.median_ms)
+            errors[1].append((t.q3_ms - t.median_ms) / base.median_ms)
+        ax.bar(xs, heights, width, yerr=errors, label=variant, capsize=1.5, error_kw={"lw": 0.6})
+    ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+    ax.set_xticks(range(len(models)), models, fontsize=8)
+    ax.set_ylabel("latency / unpruned", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    models: tuple[str, ...]
+    amount: float = 0.3
+    heuristic: str = "l2"
+    side: str = "input"
+    method: str = "unconstrained"
+    batches: tuple[int, ...] = (1, 8)
+    backends: tuple[str, ...] = ("eager",)
+    compile_models: tuple[str, ...] = ()  # models that also run under "compile" (empty: all, if requested)
+    repeats: int = 10
+    warmup: int = 2
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+
+    def backends_for(self, model: str) -> tuple[str, ...]:
+        if not self.compile_models or model in self.compile_models:
+            return self.backends
+        return tuple(b for b in self.backends if b != "compile")
+
+
+def run(
+    config: BenchConfig,
+    load: Callable[[str], tuple[nn.Module, tuple[int, ...]]],
+    progress: Progress | None = None,
+) -> list[Timing]:
+    """Every model of ``config``: its variants, built once at batch 1, timed at every batch size.
+
+    ``load(name)`` returns the model and its input shape (whose batch dimension is replaced by each batch size)."""
+    timings = []
+    for name in config.models:
+        model, shape = load(name)
+        model = model.to(device=config.device, dtype=config.dtype).eval()
+        generator = torch.Generator().manual_seed(0)
+        example = torch.randn(1, *shape[1:], generator=generator, dtype=config.dtype).to(config.device)
+        variants = build_variants(model, example, amount=config.amount, heuristic=config.heuristic,
+                                  side=config.side, method=config.method)  # fmt: skip
+        if progress:
+            progress(f"{name}: exported")
+        for batch in config.batches:
+            inputs = torch.randn(batch, *shape[1:], generator=generator, dtype=config.dtype).to(config.device)
+            timings += measure(name, variants, inputs, backends=config.backends_for(name), repeats=config.repeats,
+                               warmup=config.warmup, progress=progress)  # fmt: skip
+    return timings
+
+
+def steps(config: BenchConfig) -> int:
+    """How many times :func:`run` calls ``progress``."""
+    per_batch = [len(VARIANTS) * len(config.backends_for(m)) + config.repeats for m in config.models]
+    return len(config.models) + len(config.batches) * sum(per_batch)
+
+
+def write_csv(timings: Sequence[Timing], path: str | os.PathLike) -> None:
+    """One row per :class:`Timing`, with the torch version."""
+    rows = [{**asdict(t), "torch": torch.__version__} for t in timings]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
