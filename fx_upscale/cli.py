@@ -54,7 +54,13 @@ class Progress:
     def __init__(self, total: int, stream: TextIO = sys.stderr, enabled: bool | None = None) -> None:
         self.total, self.done, self.stream = max(1, total), 0, stream
         self.enabled = stream.isatty() if enabled is None else enabled
-        self.start = time.perf_counter()
+        self.start, self.drawn = time.perf_counter(), False
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def __call__(self, label: str) -> None:
         self.done = min(self.total, self.done + 1)
@@ -65,11 +71,14 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         self.stream.write(f"\r[{bar}] {self.done}/{self.total} {elapsed:5.1f}s {label[:48]:<48}")
         self.stream.flush()
+        self.drawn = True
 
     def close(self) -> None:
-        if self.enabled:
+        """End the bar's line (once), so that what follows starts on a line of its own."""
+        if self.drawn:
             self.stream.write("\n")
             self.stream.flush()
+            self.drawn = False
 
 
 # ---------------------------------------------------------------------------------------------------------- models
@@ -210,17 +219,17 @@ def _calibration(path: str | None, dtype: torch.dtype):
 
 
 def command_prune(args: argparse.Namespace) -> int:
-    progress = Progress(6, enabled=None if not args.quiet else False)
-    pruned = prune_model(args, progress)
-    out = Path(args.out or f"{args.model.replace(':', '_').replace('.', '_')}-pruned")
-    out.mkdir(parents=True, exist_ok=True)
-    save(pruned.result, out / "model.pt2")
-    progress("saved")
-    (out / "report.json").write_text(json.dumps(report_document(args, pruned), indent=1) + "\n")
-    (out / "spec.json").write_text(json.dumps({"inputs": pruned.spec_inputs, "outputs": pruned.spec_outputs}) + "\n")
-    (out / "summary.md").write_text(summary_markdown(args, pruned))
-    progress("written")
-    progress.close()
+    with Progress(6, enabled=False if args.quiet else None) as progress:
+        pruned = prune_model(args, progress)
+        out = Path(args.out or f"{args.model.replace(':', '_').replace('.', '_')}-pruned")
+        out.mkdir(parents=True, exist_ok=True)
+        save(pruned.result, out / "model.pt2")
+        progress("saved")
+        spec = {"inputs": pruned.spec_inputs, "outputs": pruned.spec_outputs}
+        (out / "report.json").write_text(json.dumps(report_document(args, pruned), indent=1) + "\n")
+        (out / "spec.json").write_text(json.dumps(spec) + "\n")
+        (out / "summary.md").write_text(summary_markdown(args, pruned))
+        progress("written")
     print(pruned.result.report.summary())
     print(f"max |exported - masked| = {pruned.max_abs_diff:.2e}")
     print(f"wrote {out / 'model.pt2'}, {out / 'report.json'}, {out / 'spec.json'}, {out / 'summary.md'}")
@@ -287,9 +296,8 @@ FILES_MARKDOWN = """## Files
 
 
 def command_explain(args: argparse.Namespace) -> int:
-    progress = Progress(4, enabled=None if not args.quiet else False)
-    pruned = prune_model(args, progress)
-    progress.close()
+    with Progress(4, enabled=False if args.quiet else None) as progress:
+        pruned = prune_model(args, progress)
     report = pruned.result.report
     segments = select_segments(report, args.segment, args.gathers_only)
     print(f"{args.model}: {args.amount:.0%} {args.side}-side {args.method} {args.heuristic} masks; {report.summary()}")
@@ -379,13 +387,19 @@ def write_graph(graph: nx.DiGraph, path: str) -> None:
 
 
 def _assign_depths(graph: nx.DiGraph) -> None:
-    """Columns for the drawing: topological generations, with each source layer just before what it feeds."""
-    for depth, layer in enumerate(nx.topological_generations(graph)):
+    """Columns for the drawing: topological generations, with each source layer just before what it feeds.
+
+    A layer that reads a segment and also produces into it (``y = conv(y) + y``) is the only cycle a segment graph
+    can have; it is drawn as a producer, before the segment."""
+    dag = graph.copy()
+    loops = [(a, b) for a, b in graph.edges if graph.nodes[a]["kind"] == "segment" and graph.has_edge(b, a)]
+    dag.remove_edges_from(loops)
+    for depth, layer in enumerate(nx.topological_generations(dag)):
         for node in layer:
             graph.nodes[node]["depth"] = depth
-    for node in graph:
-        if graph.in_degree(node) == 0 and graph.out_degree(node) > 0:
-            graph.nodes[node]["depth"] = min(graph.nodes[s]["depth"] for s in graph.successors(node)) - 1
+    for node in dag:
+        if dag.in_degree(node) == 0 and dag.out_degree(node) > 0:
+            graph.nodes[node]["depth"] = min(graph.nodes[s]["depth"] for s in dag.successors(node)) - 1
 
 
 def _draw(graph: nx.DiGraph, path: str) -> None:
@@ -429,9 +443,8 @@ def command_bench(args: argparse.Namespace) -> int:
         return model, args.input_shape or shape
 
     load_before = os.getloadavg()
-    progress = Progress(lat.steps(config), enabled=None if not args.quiet else False)
-    timings = lat.run(config, load, progress)
-    progress.close()
+    with Progress(lat.steps(config), enabled=False if args.quiet else None) as progress:
+        timings = lat.run(config, load, progress)
     load_after = os.getloadavg()
     print(f"{args.amount:.0%} {args.side}-side {args.method} {args.heuristic} masks, {args.dtype}, device "
           f"{args.device}, threads {args.threads}, {args.repeats} interleaved repeats (median [q1–q3] ms), load "
@@ -557,13 +570,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # the command line's boundary: one line, or the traceback with --debug
         if args.debug:
             traceback.print_exc()
         else:
-            print(f"\n{PROG} {args.command}: error: {one_line(error)} (--debug for the traceback)", file=sys.stderr)
+            print(f"{PROG} {args.command}: error: {one_line(error)} (--debug for the traceback)", file=sys.stderr)
         return 1
 
 

@@ -207,6 +207,7 @@ def plot(timings: Sequence[Timing], path: str | os.PathLike) -> None:
         ax.set_title(f"batch {batch}, {backend}", fontsize=9)
     axes[0, 0].legend(fontsize=7, ncols=len(VARIANTS), loc="lower center", bbox_to_anchor=(0.5, 1.15), frameon=False)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
