@@ -31,7 +31,7 @@ from . import registry as r
 class Layout:
     """Channel ids along ``axis`` of a node's output; each channel spans ``repeat`` consecutive entries.
 
-    ``groups > 1``: the channels lie across two axes, ``axis`` (``groups`` long) and ``axis + 1``, in row-major
+    ``split > 0``: the channels lie across two axes, ``axis`` (``split`` long) and ``axis + 1``, in row-major
     order: the middle of a channel shuffle (``view`` to groups, ``transpose``, ``view`` back). Only reshapes,
     permutes and pointwise ops read such a layout; any other reader is a barrier.
     """
@@ -39,7 +39,7 @@ class Layout:
     axis: int
     ids: tuple[int, ...]
     repeat: int = 1
-    groups: int = 1
+    split: int = 0
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ class _Walk:
         role = r.classify(node, self.gm, self.module_calls)
         self.roles[node.name] = role
         if not isinstance(role, _READS_SPLIT_CHANNELS) and any(
-            self.layouts[n.name].groups != 1 for n in node.all_input_nodes if n.name in self.layouts
+            self.layouts[n.name].split for n in node.all_input_nodes if n.name in self.layouts
         ):
             self.barrier(node, "it reads channels split across two axes (the middle of a channel shuffle)")
             return
@@ -305,17 +305,17 @@ class _Walk:
             return None
         if source.repeat != 1:
             return False
-        if source.groups == 1:
+        if not source.split:
             self.set_output(node, Layout(role.dims.index(source.axis), source.ids), self.zeros[role.data])
             return None
         swap = list(range(len(role.dims)))
         swap[source.axis], swap[source.axis + 1] = source.axis + 1, source.axis
         if list(role.dims) != swap:
             return False  # only the shuffle's transpose of the two channel axes is mapped
-        per_group = len(source.ids) // source.groups
-        order = [g * per_group + k for k in range(per_group) for g in range(source.groups)]
+        per_group = len(source.ids) // source.split
+        order = [g * per_group + k for k in range(per_group) for g in range(source.split)]
         zeros = self.zeros[role.data]
-        layout = Layout(source.axis, tuple(source.ids[i] for i in order), groups=per_group)
+        layout = Layout(source.axis, tuple(source.ids[i] for i in order), split=per_group)
         self.set_output(node, layout, tuple(zeros[i] for i in order))
         return None
 
@@ -381,12 +381,12 @@ class _Walk:
         if source is None:
             return None
         zeros = self.zeros[role.data]
-        if source.repeat == 1 and source.groups == 1 and (axis := role.channel_axis_after(source.axis)) is not None:
+        if source.repeat == 1 and not source.split and (axis := role.channel_axis_after(source.axis)) is not None:
             self.set_output(node, Layout(axis, source.ids), zeros)
-        elif source.repeat == 1 and source.groups == 1 and (axis := role.split_axis(source.axis)) is not None:
+        elif source.repeat == 1 and not source.split and (axis := role.split_axis(source.axis)) is not None:
             self._tie_ranks(source.ids, role.after[axis])
-            self.set_output(node, Layout(axis, source.ids, groups=role.after[axis]), zeros)
-        elif source.groups != 1 and (axis := role.merged_axis(source.axis)) is not None:
+            self.set_output(node, Layout(axis, source.ids, split=role.after[axis]), zeros)
+        elif source.split and (axis := role.merged_axis(source.axis)) is not None:
             self.set_output(node, Layout(axis, source.ids), zeros)
         else:
             self.barrier(node, f"reshape from {role.before} to {role.after} splits or merges the channel axis")

@@ -15,6 +15,11 @@ Ops (``Op.kind``):
 - ``add``     a + b of two values with the same channel count (now and then a + a)
 - ``se``      v * sigmoid(conv1x1(v.mean((2, 3), keepdim=True)))   (``hidden``: conv1x1 -> relu -> conv1x1)
 - ``cat``     torch.cat of 2-3 values on the channel axis (now and then one value twice)
+- ``gconv``   grouped Conv2d(c, out, k, groups=g) with 1 < g dividing c and out (g = c: a channel multiplier)
+- ``chunk``   one piece of v.chunk(n, 1);  ``split``: one piece of torch.split(v, [a, c - a], 1)
+- ``slice``   v[:, a:b] or torch.narrow(v, 1, a, b - a)
+- ``shuffle`` channel shuffle: view(b, g, c // g, h, w) -> transpose(1, 2) -> view(b, -1, h, w)
+- ``ln``      LayerNorm over channels: permute to channels-last, nn.LayerNorm(c), permute back
 
 Values that no op reads are concatenated (channel axis) before the head, so that every op is live. Heads:
 ``gap`` (AdaptiveAvgPool2d(1), flatten, Linear), ``mean`` (mean over H, W, Linear), ``flatten`` (flatten, Linear).
@@ -32,7 +37,7 @@ from torch import nn
 
 import fx_upscale
 
-KINDS = ("conv", "dw", "bn", "act", "pool", "add", "se", "cat")
+KINDS = ("conv", "dw", "bn", "act", "pool", "add", "se", "cat", "gconv", "chunk", "split", "slice", "shuffle", "ln")
 ACTS = ("relu", "silu", "sigmoid", "hardswish")
 HEADS = ("gap", "mean", "flatten")
 MODES = ("baseline", "upscale", "constrained")
@@ -51,6 +56,9 @@ class Op:
     bias: bool = True  # conv / dw / se convs
     variant: str = ""  # act: its name; pool: "max" | "avg"
     functional: bool = False  # act: a function call instead of a module
+    groups: int = 1  # gconv: groups; chunk: pieces; shuffle: groups
+    piece: int = 0  # chunk / split: which piece
+    span: tuple[int, int] = (0, 0)  # split: (first size, width); slice: (start, stop)
 
     def source(self, i: int) -> str:
         """One line of Python for value ``v{i}`` (for reports)."""
@@ -64,6 +72,20 @@ class Op:
             return f"v{i} = {a[0]} + {a[1]}"
         if self.kind == "cat":
             return f"v{i} = torch.cat([{', '.join(a)}], 1)"
+        if self.kind == "gconv":
+            return f"v{i} = {m}({a[0]})  # groups={self.groups}"
+        if self.kind == "chunk":
+            return f"v{i} = {a[0]}.chunk({self.groups}, 1)[{self.piece}]"
+        if self.kind == "split":
+            return f"v{i} = torch.split({a[0]}, [{self.span[0]}, {self.span[1] - self.span[0]}], 1)[{self.piece}]"
+        if self.kind == "slice" and self.functional:
+            return f"v{i} = torch.narrow({a[0]}, 1, {self.span[0]}, {self.span[1] - self.span[0]})"
+        if self.kind == "slice":
+            return f"v{i} = {a[0]}[:, {self.span[0]}:{self.span[1]}]"
+        if self.kind == "shuffle":
+            return f"v{i} = shuffle({a[0]}, {self.groups})"
+        if self.kind == "ln":
+            return f"v{i} = {m}({a[0]}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"
         if self.kind == "se":
             inner = f"{m}_a({a[0]}.mean((2, 3), keepdim=True))"
             if self.out:
@@ -112,8 +134,14 @@ class Program:
 
 
 def _width(op: Op, widths: list[int]) -> int:
-    if op.kind == "conv":
+    if op.kind in ("conv", "gconv"):
         return op.out
+    if op.kind == "chunk":
+        return widths[op.srcs[0]] // op.groups
+    if op.kind == "split":
+        return op.span[0] if op.piece == 0 else op.span[1] - op.span[0]
+    if op.kind == "slice":
+        return op.span[1] - op.span[0]
     if op.kind == "cat":
         return sum(widths[s] for s in op.srcs)
     return widths[op.srcs[0]]
@@ -134,6 +162,12 @@ class RandomNet(nn.Module):
                 self.add_module(name, nn.Conv2d(c, op.out, op.k, padding=op.k // 2, bias=op.bias))
             elif op.kind == "dw":
                 self.add_module(name, nn.Conv2d(c, c, 3, padding=1, groups=c, bias=op.bias))
+            elif op.kind == "gconv":
+                self.add_module(name, nn.Conv2d(c, op.out, op.k, padding=op.k // 2, groups=op.groups, bias=op.bias))
+            elif op.kind == "ln":
+                self.add_module(name, nn.LayerNorm(c))
+                nn.init.normal_(getattr(self, name).weight, 1.0, 0.5)
+                nn.init.normal_(getattr(self, name).bias, 0.0, 0.5)
             elif op.kind == "bn":
                 self.add_module(name, nn.BatchNorm2d(c))
             elif op.kind == "act" and not op.functional:
@@ -169,6 +203,8 @@ class RandomNet(nn.Module):
                 out = args[0] + args[1]
             elif op.kind == "cat":
                 out = torch.cat(args, 1)
+            elif op.kind in ("chunk", "split", "slice", "shuffle", "ln"):
+                out = self._reshuffle(i, op, args[0])
             elif op.kind == "se":
                 gate = getattr(self, f"m{i}_a")(args[0].mean((2, 3), keepdim=True))
                 if op.out:
@@ -186,6 +222,26 @@ class RandomNet(nn.Module):
         else:
             h = torch.flatten(h, 1)
         return self.fc(h)
+
+
+    def _reshuffle(self, i: int, op: Op, v):
+        """The ops that cut, move or normalize the channel axis."""
+        if op.kind == "chunk":
+            return v.chunk(op.groups, 1)[op.piece]
+        if op.kind == "split":
+            return torch.split(v, [op.span[0], op.span[1] - op.span[0]], 1)[op.piece]
+        if op.kind == "slice":
+            start, stop = op.span
+            return torch.narrow(v, 1, start, stop - start) if op.functional else v[:, start:stop]
+        if op.kind == "shuffle":
+            return shuffle(v, op.groups)
+        return getattr(self, f"m{i}")(v.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def shuffle(v, groups: int):
+    """ShuffleNet's channel shuffle."""
+    b, c, h, w = v.size()
+    return v.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, -1, h, w)
 
 
 def example_input(program: Program, batch: int = 2) -> torch.Tensor:
@@ -211,6 +267,11 @@ class Profile:
 
 PROFILES = {
     "mixed": Profile(),
+    "structured": Profile(
+        max_ops=9,
+        weights={"conv": 3, "dw": 1, "bn": 1, "act": 1, "add": 2, "cat": 2, "gconv": 3, "chunk": 2, "split": 2,
+                 "slice": 2, "shuffle": 2, "ln": 1},
+    ),  # fmt: skip
     "branchy": Profile(
         max_ops=10, weights={"conv": 4, "dw": 1, "bn": 1, "act": 1, "pool": 1, "add": 3, "se": 1, "cat": 4}
     ),
@@ -223,8 +284,10 @@ PROFILES = {
 # Long runs (FX_UPSCALE_LONG_FUZZ) also draw larger graphs.
 LONG_PROFILES = PROFILES | {
     "large": Profile(
-        max_ops=16, weights={"conv": 4, "dw": 2, "bn": 2, "act": 2, "pool": 1, "add": 3, "se": 2, "cat": 3}
-    ),
+        max_ops=16,
+        weights={"conv": 4, "dw": 2, "bn": 2, "act": 2, "pool": 1, "add": 3, "se": 2, "cat": 3, "gconv": 1, "chunk": 1,
+                 "split": 1, "slice": 1, "shuffle": 1, "ln": 1},
+    ),  # fmt: skip
 }
 
 
@@ -267,6 +330,9 @@ def programs(draw, profile: Profile = PROFILES["mixed"]) -> Program:
             if draw(st.integers(0, 9)) == 9:  # now and then a value added to itself
                 partners = [a]
             op = Op("add", (a, draw(st.sampled_from(partners[::-1]))))
+        elif kind in STRUCTURED:
+            wide = [j for j in range(n) if widths[j] >= 2]
+            op = STRUCTURED[kind](draw, wide[len(wide) - 1 - draw(st.integers(0, len(wide) - 1))], widths)
         else:  # cat
             count = draw(st.integers(2, 3))
             srcs = []
@@ -290,7 +356,46 @@ def programs(draw, profile: Profile = PROFILES["mixed"]) -> Program:
     return Program(channels, size, tuple(ops), head, classes, seed)
 
 
+def _divisors(c: int) -> list[int]:
+    return [g for g in range(2, c + 1) if c % g == 0]
+
+
+def _gconv(draw, src: int, widths: list[int]) -> Op:
+    c = widths[src]
+    groups = draw(st.sampled_from(_divisors(c)))
+    per_group = draw(st.integers(2, 3)) if groups == c else draw(st.integers(1, 3))  # groups == c: a multiplier
+    return Op("gconv", (src,), groups * per_group, draw(st.sampled_from((1, 3))), draw(st.booleans()), groups=groups)
+
+
+def _chunk(draw, src: int, widths: list[int]) -> Op:
+    pieces = draw(st.sampled_from(_divisors(widths[src])))
+    return Op("chunk", (src,), groups=pieces, piece=draw(st.integers(0, pieces - 1)))
+
+
+def _split(draw, src: int, widths: list[int]) -> Op:
+    c = widths[src]
+    return Op("split", (src,), piece=draw(st.integers(0, 1)), span=(draw(st.integers(1, c - 1)), c))
+
+
+def _slice(draw, src: int, widths: list[int]) -> Op:
+    c = widths[src]
+    start = draw(st.integers(0, c - 1))
+    return Op("slice", (src,), functional=draw(st.booleans()), span=(start, draw(st.integers(start + 1, c))))
+
+
+def _shuffle(draw, src: int, widths: list[int]) -> Op:
+    return Op("shuffle", (src,), groups=draw(st.sampled_from(_divisors(widths[src]))))
+
+
+STRUCTURED = {
+    "gconv": _gconv, "chunk": _chunk, "split": _split, "slice": _slice, "shuffle": _shuffle,
+    "ln": lambda draw, src, widths: Op("ln", (src,)),
+}  # fmt: skip
+
+
 def _applicable(kind: str, widths: list[int]) -> bool:
+    if kind in ("gconv", "chunk", "split", "slice", "shuffle"):
+        return max(widths) >= 2
     if kind == "add":
         return _add_pair(widths) is not None
     if kind == "cat":
@@ -335,7 +440,7 @@ def reads_input(program: Program) -> list[bool]:
     """Per value: whether it carries channels of the graph input (through channel-preserving ops)."""
     touches = [True]
     for op in program.ops:
-        touches.append(op.kind != "conv" and any(touches[s] for s in op.srcs))
+        touches.append(op.kind not in ("conv", "gconv") and any(touches[s] for s in op.srcs))
     return touches
 
 
@@ -348,7 +453,9 @@ def weighted_layers(program: Program) -> list[tuple[str, str, int, int, bool]]:
         c, t = widths[op.srcs[0]], touches[op.srcs[0]]
         if op.kind == "conv":
             layers.append((f"m{i}.weight", "weighted", c, op.out, t))
-        elif op.kind in ("dw", "bn"):
+        elif op.kind == "gconv":  # input columns: its weight's axis 1, one column per group
+            layers.append((f"m{i}.weight", "weighted", c // op.groups, op.out, t))
+        elif op.kind in ("dw", "bn", "ln"):
             layers.append((f"m{i}.weight", op.kind, 0, c, t))
         elif op.kind == "se":
             hidden = op.out or c

@@ -24,11 +24,11 @@ import torch
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from random_models import LONG_PROFILES, MODES, PROFILES, RandomNet, example_input, make_spec, programs, spec_recipes
-from support import assert_exact, count_calls, gathers_in_graph
+from support import assert_exact, gathers_in_graph
 
 import fx_upscale
 
-FAST_EXAMPLES = 200  # per profile (3 profiles)
+FAST_EXAMPLES = 200  # per profile (4 profiles)
 LONG_EXAMPLES = int(os.environ.get("FX_UPSCALE_LONG_FUZZ", "0") or 0)
 
 FAST = settings(
@@ -62,7 +62,8 @@ def export_checked(model, x, spec, mode) -> fx_upscale.ExportResult:
     report = result.report
     assert report.mode == mode
     assert report.gathers == gathers_in_graph(result.module), (mode, report.summary(), result.module.code)  # 3
-    assert report.narrows == count_calls(result.module, torch.narrow), (mode, report.summary())
+    inserted = [node for node in result.module.graph.nodes if "upscale" in node.meta]  # not the model's own
+    assert report.narrows == sum(node.target is torch.narrow for node in inserted), (mode, report.summary())
     return result
 
 
@@ -97,7 +98,8 @@ def check_case(program, recipe, mode: str) -> None:
     up, base = results["upscale"].report, results["baseline"].report
     constrained = results["constrained"].report  # what constrained keeps, plus what it drops, upscale keeps
     kept = sum(segment.kept for segment in constrained.segments)
-    assert kept + constrained.extra_pruned_channels == sum(segment.kept for segment in up.segments)
+    if constrained.kept_for_groups == up.kept_for_groups == 0:  # equal-width padding differs between the modes
+        assert kept + constrained.extra_pruned_channels == sum(segment.kept for segment in up.segments)
     if recipe.kind == "cmask":  # a constrained mask needs no channel dropped beyond it
         assert constrained.extra_pruned_channels == 0, constrained.summary()
     if constrained.extra_pruned_channels == 0:  # nothing dropped beyond the spec: exact too
