@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -232,3 +233,13 @@ def test_debug_shows_the_traceback_and_python_dash_m_runs_the_same_command():
     debug = run_process("prune", "test_cli:missing", "--debug")
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
     assert "CommandError" in debug.stderr
+
+
+def test_readme_command_line_section_names_only_real_options():
+    text = (TESTS.parent / "README.md").read_text()
+    section = text.split("## Command line", 1)[1].split("\n## ", 1)[0]
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    known = {o for sub in commands.values() for a in sub._actions for o in a.option_strings}
+    mentioned = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", section))
+    assert mentioned and mentioned <= known, mentioned - known
