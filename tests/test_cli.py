@@ -227,12 +227,15 @@ def test_errors_are_one_line_without_a_traceback(capsys):
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "not a fraction" in err
 
 
-def test_debug_shows_the_traceback_and_python_dash_m_runs_the_same_command():
-    plain = run_process("prune", "test_cli:missing")
-    assert plain.returncode == 1 and plain.stderr.count("\n") == 1 and "Traceback" not in plain.stderr
-    debug = run_process("prune", "test_cli:missing", "--debug")
-    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
-    assert "CommandError" in debug.stderr
+def test_debug_shows_the_traceback(capsys):
+    code, _, err = run_main(capsys, "prune", "test_cli:missing", "--debug")
+    assert code == 1 and "Traceback (most recent call last)" in err and "CommandError" in err
+
+
+def test_python_dash_m_runs_the_command_line_with_one_line_errors():
+    done = run_process("prune", "test_cli:missing")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("fx-upscale prune: error: 'test_cli' has no callable 'missing'")
 
 
 def test_readme_command_line_section_names_only_real_options():
