@@ -1,0 +1,126 @@
+"""The whole experiment as one function: train (or load) the models, sweep the pruning points, compare, write.
+
+:func:`run_experiment` is what ``python -m benchmarks.accuracy`` runs (and, reduced, what the test runs).
+"""
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import compare
+from .data import DataConfig, load_digits_split
+from .progress import ProgressBar
+from .sweep import AMOUNTS, HEURISTICS, SIDES, Setting, all_points, run_points
+from .train import TrainConfig, predict, trained_model
+
+MODELS = ("resnet18", "mobilenet_v2", "densenet121", "efficientnet_b0")
+# Per model: enough epochs for >= 95% test accuracy on the digits, few enough for a 2-core CPU.
+TRAINING = {
+    "resnet18": TrainConfig(epochs=4),
+    "mobilenet_v2": TrainConfig(epochs=8, batch_size=32),
+    "densenet121": TrainConfig(epochs=3),
+    "efficientnet_b0": TrainConfig(epochs=8, batch_size=32),
+}
+VARIANTS = {
+    "digits": DataConfig(),
+    # harder: a quarter of the training images, Gaussian noise (std 0.5 of the data's) on every image
+    "digits-hard": DataConfig(train_fraction=0.25, noise=0.5),
+}
+
+
+@dataclass
+class Experiment:
+    rows: list[dict]  # one per pruning point (sweep.evaluate_point)
+    models: list[dict]  # one per trained model: accuracy, training seconds, ...
+    gains: list[dict]  # compare.gains
+    timings: dict = field(default_factory=dict)
+
+
+def run_experiment(
+    models: Sequence[str] = MODELS,
+    heuristics: Sequence[str] = HEURISTICS,
+    sides: Sequence[str] = SIDES,
+    amounts: Sequence[float] = AMOUNTS,
+    *,
+    data: DataConfig = VARIANTS["digits"],
+    training: dict[str, TrainConfig] | None = None,
+    workers: int = 2,
+    directory: Path | None = None,
+    quiet: bool = False,
+) -> Experiment:
+    training = {name: (training or TRAINING)[name] for name in models}
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    trained = train_all(models, data, training, workers, directory, quiet)
+    trained_at = time.perf_counter()
+    setting = Setting(data, training, directory)
+    points = all_points(models, heuristics, sides, amounts)
+    bar = None if quiet else ProgressBar(len(points), "pruning ")
+
+    def progress(row: dict) -> None:
+        if bar is not None:
+            bar.update(f"{row['model']} {row['heuristic']} {row['side']} {row['method']} {row['amount']}")
+
+    rows = run_points(points, setting, workers, progress)
+    base = {info["model"]: info["accuracy"] for info in trained}
+    timings = {
+        "train_seconds": round(trained_at - start, 1),
+        "sweep_seconds": round(time.perf_counter() - trained_at, 1),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "workers": workers,
+        "points": len(rows),
+    }
+    return Experiment(rows, trained, compare.gains(rows, base), timings)
+
+
+def train_all(
+    models: Sequence[str], data: DataConfig, training: dict[str, TrainConfig], workers: int, directory: Path | None,
+    quiet: bool,
+) -> list[dict]:
+    """Train (or load from the cache) every model, ``workers`` at a time; each one's test accuracy and record."""
+    bar = None if quiet else ProgressBar(len(models), "training")
+    jobs = [(name, data, training[name], directory) for name in models]
+    results = {}
+    if workers <= 1:
+        outcomes = map(_train_one, jobs)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)))
+        outcomes = pool.imap_unordered(_train_one, jobs)
+    try:
+        for info in outcomes:
+            results[info["model"]] = info
+            if bar is not None:
+                bar.update(f"{info['model']}: {info['accuracy']:.1%}" + (" (cached)" if info["cached"] else ""))
+    finally:
+        if workers > 1:
+            pool.close()
+            pool.join()
+    return [results[name] for name in models]
+
+
+def _train_one(job: tuple) -> dict:
+    name, data, train, directory = job
+    torch.set_num_threads(1)
+    split = load_digits_split(data)
+    model, info = trained_model(name, split, train, data, directory=directory)
+    accuracy = float((predict(model, split.test_x).argmax(1) == split.test_y).float().mean())
+    return {
+        "model": name, "accuracy": round(accuracy, 6), "epochs": train.epochs, "batch_size": train.batch_size,
+        "params": sum(p.numel() for p in model.parameters()), **info,
+    }
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -1,0 +1,156 @@
+"""The pruning sweep: for each model, heuristic, side, method and amount, mask, export, evaluate.
+
+One *point* is ``fx_upscale.mask(model, x, amount=..., heuristic=..., side=..., method=...)`` on the trained
+model, then ``fx_upscale.export(model, x, spec=spec, mode="upscale")``: the exported (physically pruned) module is
+evaluated on the test split in float32, and so is the masked model ``spec.apply(model)``; their predictions must
+agree (argmax over the test set; any disagreement is re-checked in float64 and reported). No fine-tuning.
+``sparsity = 1 - params_after / params_before`` of the export.
+
+:func:`run_points` spreads the points over worker processes (one thread each), the slowest model first.
+"""
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import fx_upscale
+
+from .data import DataConfig, Split, load_digits_split
+from .train import TrainConfig, build_model, checkpoint_path, predict
+
+HEURISTICS = ("l1", "l2", "lamp", "fpgm", "hrank")
+SIDES = ("input", "output")
+METHODS = ("unconstrained", "constrained")
+# Fractions of channels per layer (or group): chosen so that the parameter sparsity of both methods spans 10-70%.
+AMOUNTS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+CALIBRATION_BATCHES = 2  # HRank: this many training batches of 32 images
+
+
+@dataclass(frozen=True)
+class Point:
+    model: str
+    heuristic: str
+    side: str
+    method: str
+    amount: float
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What every worker needs to rebuild the data and load the trained models."""
+
+    data: DataConfig
+    train: dict[str, TrainConfig]
+    directory: Path | None
+
+
+def calibration_batches(split: Split) -> list[torch.Tensor]:
+    return [split.train_x[32 * i : 32 * (i + 1)] for i in range(CALIBRATION_BATCHES)]
+
+
+def evaluate_point(model: nn.Module, split: Split, point: Point) -> dict:
+    """Mask, export (mode upscale), evaluate the export and the masked model; one CSV row."""
+    x = split.test_x[:1]
+    start = time.perf_counter()
+    spec = fx_upscale.mask(
+        model, x, amount=point.amount, heuristic=point.heuristic, side=point.side, method=point.method,
+        calibration=calibration_batches(split) if point.heuristic == "hrank" else None,
+    )
+    result = fx_upscale.export(model, x, spec=spec, mode="upscale")
+    exported = result.module.to(memory_format=torch.channels_last)
+    masked = spec.apply(model).to(memory_format=torch.channels_last)
+    exported_logits, masked_logits = predict(exported, split.test_x), predict(masked, split.test_x)
+    predicted = exported_logits.argmax(1)
+    differ = predicted != masked_logits.argmax(1)
+    report = result.report
+    return {
+        **asdict(point),
+        "params_before": report.params_before,
+        "params_after": report.params_after,
+        "sparsity": round(1 - report.params_after / report.params_before, 6),
+        "accuracy": round(float((predicted == split.test_y).float().mean()), 6),
+        "masked_accuracy": round(float((masked_logits.argmax(1) == split.test_y).float().mean()), 6),
+        "mismatches": int(differ.sum()),
+        "mismatches_float64": mismatches_float64(exported, masked, split.test_x[differ]) if differ.any() else 0,
+        "max_abs_logit_diff": float((exported_logits - masked_logits).abs().max()),
+        "gathers": report.gathers,
+        "narrows": report.narrows,
+        "extra_pruned_channels": report.extra_pruned_channels,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def mismatches_float64(exported: nn.Module, masked: nn.Module, x: torch.Tensor) -> int:
+    """How many of ``x`` (images whose float32 predictions differ) still differ in float64."""
+    exported64, masked64 = copy.deepcopy(exported).double(), copy.deepcopy(masked).double()
+    return int((predict(exported64, x.double()).argmax(1) != predict(masked64, x.double()).argmax(1)).sum())
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(setting: Setting) -> None:
+    torch.set_num_threads(1)
+    _WORKER.clear()
+    _WORKER.update(setting=setting, split=load_digits_split(setting.data), models={})
+
+
+def _run_one(point: Point) -> dict:
+    setting, models = _WORKER["setting"], _WORKER["models"]
+    if point.model not in models:
+        models[point.model] = load_trained(point.model, setting)
+    return evaluate_point(models[point.model], _WORKER["split"], point)
+
+
+def load_trained(name: str, setting: Setting) -> nn.Module:
+    model = build_model(name, setting.train[name].seed)
+    path = checkpoint_path(name, setting.train[name], setting.data, setting.directory)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def all_points(
+    models: Sequence[str], heuristics: Sequence[str], sides: Sequence[str], amounts: Sequence[float]
+) -> list[Point]:
+    return [
+        Point(m, h, s, method, a) for m in models for h in heuristics for s in sides for method in METHODS
+        for a in amounts
+    ]
+
+
+def run_points(
+    points: Sequence[Point], setting: Setting, workers: int, progress: Callable[[dict], None] | None = None
+) -> list[dict]:
+    """Every point's row, in the order of ``points``; ``workers`` processes (1: in this process)."""
+    rows: list[dict] = []
+    for row in _results(points, setting, workers):
+        rows.append(row)
+        if progress is not None:
+            progress(row)
+    order = {point: i for i, point in enumerate(points)}
+    return sorted(rows, key=lambda row: order[_point_of(row)])
+
+
+def _results(points: Sequence[Point], setting: Setting, workers: int) -> Iterator[dict]:
+    if workers <= 1:
+        _start_worker(setting)
+        yield from map(_run_one, points)
+        return
+    slowest_first = sorted(points, key=lambda p: -COST.get(p.model, 1.0))
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_start_worker, initargs=(setting,)) as pool:
+        yield from pool.imap_unordered(_run_one, slowest_first)
+
+
+COST = {"densenet121": 4.0, "efficientnet_b0": 2.0, "mobilenet_v2": 1.5, "resnet18": 1.0}  # relative, for ordering
+
+
+def _point_of(row: dict) -> Point:
+    return Point(row["model"], row["heuristic"], row["side"], row["method"], row["amount"])
