@@ -450,6 +450,8 @@ def command_bench(args: argparse.Namespace) -> int:
           f"{args.device}, threads {args.threads}, {args.repeats} interleaved repeats (median [q1–q3] ms), load "
           f"average {load_before[0]:.2f} before / {load_after[0]:.2f} after, torch {torch.__version__}")  # fmt: skip
     print(lat.format_table(timings))
+    print("\nElements copied per eager forward (M): by copying ops + by convolutions making strided inputs contiguous")
+    print(lat.format_copies(timings))
     if args.csv:
         lat.write_csv(timings, args.csv)
         print(f"wrote {args.csv}")

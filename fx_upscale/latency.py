@@ -4,7 +4,9 @@ For one model and one mask, :func:`build_variants` makes five modules: the unpru
 ``baseline`` and ``upscale`` exports, and the copy-free oracle (:func:`copy_free_oracle`: the upscale export with
 every inserted gather replaced by a ``narrow`` view of the same shape, which is not exact but is the floor that
 reordering can reach). :func:`measure` times them, eager and under ``torch.compile``, round-robin (the order
-rotates with each repetition) and returns one :class:`Timing` per variant with the median, quartiles, min and max.
+rotates with each repetition) and returns one :class:`Timing` per variant with the median, quartiles, min and max,
+and the elements each variant copies in an eager forward (:func:`measure_copies`), including what convolutions copy
+to make a strided input (a ``narrow`` view of the channel axis at batch > 1) contiguous.
 Used by ``fx-upscale bench`` (``cli.py``) and ``benchmarks/latency.py``; :func:`format_table` and :func:`plot` show
 the results.
 """
@@ -22,6 +24,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from .copy_count import count_copies
 from .export import export
 from .masking import mask
 
@@ -46,6 +49,8 @@ class Timing:
     max_ms: float
     load_before: float  # 1-minute load average before and after this model and batch
     load_after: float
+    copied_elements: int = 0  # per eager forward: elements copying ops produce (fx_upscale.copy_count)
+    conv_copied_elements: int = 0  # per eager forward: elements of strided inputs convolutions make contiguous
 
 
 def copy_free_oracle(module: fx.GraphModule) -> fx.GraphModule:
@@ -110,6 +115,7 @@ def measure(
     progress: Progress | None = None,
 ) -> list[Timing]:
     """Time every variant under every backend on ``inputs``, interleaved; one :class:`Timing` each."""
+    copies = {variant: measure_copies(module, inputs) for variant, module in variants.items()}
     callables = {(backend, variant): _prepare(module, backend) for backend in backends for variant, module in
                  variants.items()}  # fmt: skip
     load_before = os.getloadavg()[0]
@@ -118,9 +124,29 @@ def measure(
     device = str(inputs.device)
     return [
         Timing(name, inputs.shape[0], backend, variant, device, torch.get_num_threads(), repeats,
-               *summarize(samples[backend, variant]), load_before, load_after)  # fmt: skip
+               *summarize(samples[backend, variant]), load_before, load_after, *copies[variant])  # fmt: skip
         for backend, variant in callables
     ]
+
+
+def measure_copies(module: nn.Module, inputs: torch.Tensor) -> tuple[int, int]:
+    """Elements copied in one eager forward: by copying ops (``index_select``, ``cat``, ...: what
+    :func:`fx_upscale.copy_count.count_copies` sees), and by convolutions, which make a strided input (a ``narrow``
+    of the channel axis at batch > 1) contiguous inside their kernel."""
+    strided = []
+
+    def record(_module, args):
+        if isinstance(args[0], torch.Tensor) and not args[0].is_contiguous():
+            strided.append(args[0].numel())
+
+    convolutions = [m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    handles = [m.register_forward_pre_hook(record) for m in convolutions]
+    try:
+        explicit = count_copies(module, inputs).total
+    finally:
+        for handle in handles:
+            handle.remove()
+    return explicit, sum(strided)
 
 
 def _prepare(module: nn.Module, backend: str) -> Callable:
@@ -182,6 +208,20 @@ def format_table(timings: Sequence[Timing]) -> str:
         cells = [f"{row[v].median_ms:.1f} [{row[v].q1_ms:.1f}–{row[v].q3_ms:.1f}]" if v in row else "" for v in present]
         lines.append(f"| {model} | {batch} | {backend} | " + " | ".join(cells)
                      + f" | {_ratio(row, 'oracle')} | {_ratio(row, 'baseline')} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def format_copies(timings: Sequence[Timing]) -> str:
+    """A Markdown table: per model and batch, the elements each variant copies per eager forward, as copying ops
+    + convolutions making strided inputs contiguous."""
+    rows: dict[tuple, dict[str, Timing]] = {}
+    for t in timings:
+        rows.setdefault((t.model, t.batch), {})[t.variant] = t
+    lines = ["| model | batch | " + " | ".join(VARIANTS) + " |", "|---|---|" + "---|" * len(VARIANTS)]
+    for (model, batch), row in rows.items():
+        cells = [f"{row[v].copied_elements / 1e6:.2f}M + {row[v].conv_copied_elements / 1e6:.2f}M" if v in row else ""
+                 for v in VARIANTS]  # fmt: skip
+        lines.append(f"| {model} | {batch} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -165,7 +165,9 @@ def test_bench_writes_a_row_per_model_batch_backend_and_variant(tmp_path, capsys
     for row in rows:
         assert float(row["min_ms"]) <= float(row["q1_ms"]) <= float(row["median_ms"]) <= float(row["q3_ms"])
         assert float(row["q3_ms"]) <= float(row["max_ms"]) and row["repeats"] == "3"
-    assert stdout.count(f"| {FACTORY} |") == 2 and png.read_bytes()[:4] == b"\x89PNG"
+    assert stdout.count(f"| {FACTORY} | 1 | eager |") == stdout.count(f"| {FACTORY} | 3 | eager |") == 1
+    assert stdout.count(f"| {FACTORY} | 3 | ") == 2  # the latency row and the copies row
+    assert int(rows[-1]["conv_copied_elements"]) > 0 and png.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_copy_free_oracle_replaces_each_gather_by_a_view_of_the_same_shape():
@@ -182,6 +184,19 @@ def test_copy_free_oracle_replaces_each_gather_by_a_view_of_the_same_shape():
     shape = lambda n: (n.meta["upscale"]["consumer"], n.meta["tensor_meta"].shape)  # noqa: E731
     assert sorted(map(shape, gathers)) == sorted(map(shape, views))
     assert set(variants) == set(latency.VARIANTS)
+
+
+def test_narrow_views_are_free_at_batch_one_and_copied_by_convolutions_above():
+    model = small_net().eval()
+    variants = latency.build_variants(model, torch.randn(1, 3, 12, 12), amount=0.4)
+    narrows = [n for n in variants["upscale"].graph.nodes if n.target is torch.narrow]
+    assert narrows
+    one = latency.measure_copies(variants["upscale"], torch.randn(1, 3, 12, 12))
+    two = latency.measure_copies(variants["upscale"], torch.randn(2, 3, 12, 12))
+    assert one[1] == 0 and two[1] > 0  # a channel narrow of an N>1 NCHW tensor is strided
+    assert two[0] == 2 * one[0] == 2 * fx_upscale.export(model, torch.randn(1, 3, 12, 12), spec=fx_upscale.mask(
+        model, torch.randn(1, 3, 12, 12), amount=0.4)).report.copied_elements  # fmt: skip
+    assert latency.measure_copies(variants["unpruned"], torch.randn(2, 3, 12, 12)) == (0, 0)
 
 
 def test_summarize_reports_median_quartiles_and_range():
