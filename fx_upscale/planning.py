@@ -4,7 +4,8 @@ Per segment (see ``segments.py``), the planner decides
 
 1. which channel classes are *kept*: those some consumer needs, plus the pinned ones (graph inputs, channels read by
    a barrier such as the graph output). Mode ``constrained`` keeps a class only if *every* consumer reading it needs
-   it, so all consumers read their whole input (no copies, possibly more channels dropped than asked);
+   it, so all consumers read their whole input (no copies, possibly more channels dropped than asked). Grouped
+   convolutions and ``chunk`` pieces then get equal widths: narrower groups keep extra channels (``_equalize_groups``);
 2. the order of each unit of channels (``ordering.py``): the original order (modes ``baseline`` and ``constrained``)
    or a reordering that minimises copies (mode ``upscale``);
 3. each consumer's access — :class:`~fx_upscale.ordering.Full`, ``Narrow`` or ``Gather`` — and its weight columns.
@@ -240,11 +241,13 @@ class _SegmentPlanner:
         return self._keep_a_channel_per_consumer(kept | extra, frozenset())
 
     def _keep_a_channel_per_consumer(self, kept: frozenset[int], preferred: frozenset[int]) -> frozenset[int]:
-        """A consumer reading a slice or split piece none of whose channels is kept reads one (a ``preferred``
-        one if it can), through a zero weight column, rather than an empty input."""
+        """A slice or split piece, or a consumer reading one, none of whose channels is kept keeps one (a
+        ``preferred`` one if it can) rather than an empty tensor; whoever reads it reads it through a zero weight
+        column, or not at all."""
+        pieces = [name for name in self.segment.tensors if isinstance(self.analysis.roles[name], (r.Slice, r.Piece))]
         extra = set()
-        for read in self.consumer_reads:
-            classes = self.analysis.classes(read.source)
+        for name in [read.source for read in self.consumer_reads] + pieces:
+            classes = self.analysis.classes(name)
             if not set(classes) & (kept | extra):
                 extra.add(next((c for c in classes if c in preferred), classes[0]))
         return kept | extra

@@ -23,7 +23,19 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from random_models import LONG_PROFILES, MODES, PROFILES, RandomNet, example_input, make_spec, programs, spec_recipes
+from random_models import (
+    LONG_PROFILES,
+    MODES,
+    PROFILES,
+    Op,
+    Program,
+    RandomNet,
+    SpecRecipe,
+    example_input,
+    make_spec,
+    programs,
+    spec_recipes,
+)  # fmt: skip
 from support import assert_exact, gathers_in_graph
 
 import fx_upscale
@@ -231,3 +243,38 @@ def test_regression_constrained_mask_reaches_readers_of_graph_input_too() -> Non
     result = export_checked(model, x, spec, "constrained")
     assert result.report.extra_pruned_channels == 0, (spec, result.report.summary())
     assert_exact(result, spec.apply(model), x)
+
+
+# Found by the long fuzz (``large`` profile, 10,000 cases): a slice whose channels were all removed left a
+# BatchNorm with no channel (now every slice or split piece keeps one), and a constrained mask whose chosen
+# channels filled a whole slice masked every channel of the depthwise conv after it (now a per-channel layer keeps
+# one). Both as drawn, with the mode that failed first; every mode is checked.
+SLICE_EMPTIED = Program(
+    channels=4, size=4, ops=(
+        Op("slice", (0,), functional=True, span=(1, 4)), Op("conv", (1,), 12, 3, True), Op("cat", (1, 1)),
+        Op("bn", (2,), bias=False), Op("slice", (4,), span=(9, 11)), Op("bn", (1,), bias=False), Op("bn", (5,)),
+        Op("shuffle", (6,), groups=3), Op("conv", (1,), 4, 3, True), Op("bn", (8,)),
+    ), head="gap", classes=4, seed=84,
+)  # fmt: skip
+SLICE_FILLED_BY_CHOICE = Program(
+    channels=3, size=3, ops=(
+        Op("conv", (0,), 2, 1, False), Op("conv", (1,), 10, 3, False), Op("cat", (2, 1)), Op("dw", (3,), bias=False),
+        Op("slice", (4,), span=(3, 8)), Op("dw", (5,), bias=False), Op("dw", (6,), bias=False),
+        Op("shuffle", (7,), groups=5), Op("conv", (8,), 2, 1, False), Op("dw", (9,), bias=False),
+    ), head="gap", classes=2, seed=0,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("program", "recipe"),
+    [
+        (SLICE_EMPTIED, SpecRecipe(kind="cmask", side="both", amount=0.75, seed=541, aligned=True)),
+        (SLICE_FILLED_BY_CHOICE, SpecRecipe(kind="cmask", side="both", amount=0.5, seed=0, aligned=False)),
+    ],
+    ids=["slice-emptied", "slice-filled-by-choice"],
+)
+@settings(max_examples=1, database=None, deadline=None)
+@given(st.just(None))  # check_case records notes, which only a hypothesis test can
+def test_regression_slices(program: Program, recipe: SpecRecipe, mode: str, _) -> None:
+    check_case(program, recipe, mode)

@@ -136,7 +136,17 @@ def output_spec(analysis: ChannelAnalysis, layers: list[Layer], chosen: list[lis
             masked.setdefault(weight, set()).update(positions)
     for weight, positions in _masked_downstream(analysis, rows_of).items():
         masked.setdefault(weight, set()).update(positions)
-    return PruneSpec(outputs=masked)
+    return PruneSpec(outputs={weight: _leave_one(positions, analysis, weight) for weight, positions in masked.items()})
+
+
+def _leave_one(positions: set[int], analysis: ChannelAnalysis, weight: str) -> set[int]:
+    """``positions`` without its highest one if it masks every channel of a per-channel layer (a constrained
+    choice can hold every channel a slice passes on)."""
+    sizes = {role.weight: len(analysis.layouts[node].ids) for node, role in analysis.roles.items()
+             if isinstance(role, r.PerChannel) and node in analysis.layouts}  # fmt: skip
+    if len(positions) >= sizes.get(weight, len(positions) + 1):
+        return positions - {max(positions)}
+    return positions
 
 
 def _masked_downstream(analysis: ChannelAnalysis, rows_of: dict[str, list[int]]) -> dict[str, set[int]]:
