@@ -6,18 +6,20 @@ exports it (mode upscale), checks that the export predicts what the masked model
 the points, the trained models and the gains as CSV, the plot as PNG, and prints the Markdown tables.
 
     python -m benchmarks.accuracy [--models ...] [--heuristics ...] [--sides ...] [--amounts ...] [--workers 2]
-                                  [--variant digits|digits-hard] [--out benchmarks/results] [--plot docs/accuracy.png]
+                                  [--out benchmarks/results] [--plot docs/accuracy.png]
 """
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import torch
 
 from . import compare
-from .experiment import MODELS, VARIANTS, run_experiment, write_csv
-from .sweep import AMOUNTS, HEURISTICS, SIDES
+from .experiment import DIGITS, MODELS, TRAINING, run_experiment, write_csv
+from .finetune import finetune_points
+from .sweep import AMOUNTS, HEURISTICS, SIDES, Setting
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,27 +28,55 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heuristics", nargs="+", default=list(HEURISTICS))
     parser.add_argument("--sides", nargs="+", default=list(SIDES))
     parser.add_argument("--amounts", nargs="+", type=float, default=list(AMOUNTS))
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="digits")
     parser.add_argument("--workers", type=int, default=2, help="processes, one thread each")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: <out>/accuracy-<variant>.png)")
+    parser.add_argument("--finetune", default="resnet18", help="model whose exports are fine-tuned ('none': skip)")
+    parser.add_argument("--finetune-epochs", type=int, default=1)
+    parser.add_argument("--finetune-amounts", nargs="+", type=float, default=[0.1, 0.2, 0.3])
+    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: <out>/accuracy.png)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     experiment = run_experiment(
-        args.models, args.heuristics, args.sides, args.amounts, data=VARIANTS[args.variant], workers=args.workers
+        args.models, args.heuristics, args.sides, args.amounts, workers=args.workers
     )
-    stem = f"accuracy-{args.variant}"
+    stem = "accuracy"
     write_csv(args.out / f"{stem}.csv", experiment.rows)
     write_csv(args.out / f"{stem}-models.csv", experiment.models)
     write_csv(args.out / f"{stem}-gains.csv", experiment.gains)
     base = {info["model"]: info["accuracy"] for info in experiment.models}
     plot = args.plot or args.out / f"{stem}.png"
     compare.plot(experiment.rows, base, str(plot))
-    print_summary(experiment, args.variant, plot)
+    print_summary(experiment, plot)
+    if args.finetune != "none":
+        start = time.perf_counter()
+        setting = Setting(DIGITS, {args.finetune: TRAINING[args.finetune]}, None)
+        rows = finetune_points(
+            args.finetune, "l2", "input", args.finetune_amounts, args.finetune_epochs, setting, args.workers
+        )
+        write_csv(args.out / "accuracy-finetune.csv", rows)
+        print_finetune(rows, base, time.perf_counter() - start)
 
 
-def print_summary(experiment, variant: str, plot: Path) -> None:
-    print(f"\n{variant}: trained models (test accuracy, unpruned)\n")
+def print_finetune(rows: list[dict], base: dict[str, float], seconds: float) -> None:
+    model, epochs = rows[0]["model"], rows[0]["epochs"]
+    print(f"\nfine-tuned exports of {model} (l2, input side, {epochs} epoch(s) each, {seconds:.0f} s):\n")
+    print("| method | amount | sparsity | accuracy after pruning | after fine-tuning |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['method']} | {row['amount']} | {row['sparsity']:.1%} | {row['accuracy_before']:.1%} | "
+            f"{row['accuracy']:.1%} |"
+        )
+    (gain,) = compare.gains(rows, base)
+    before = compare.gains([{**row, "accuracy": row["accuracy_before"]} for row in rows], base)[0]
+    print(
+        f"\ngain of unconstrained over constrained at matched sparsity: mean {before['mean_gain']:+.1f} points "
+        f"before fine-tuning, {gain['mean_gain']:+.1f} after ({gain['levels']} sparsity levels)"
+    )
+
+
+def print_summary(experiment, plot: Path) -> None:
+    print("\ndigits: trained models (test accuracy, unpruned)\n")
     print("| model | params | epochs | batch | test accuracy | training s | load during training |")
     print("|---|---|---|---|---|---|---|")
     for info in experiment.models:
@@ -56,8 +86,8 @@ def print_summary(experiment, variant: str, plot: Path) -> None:
             f"{info['accuracy']:.1%} | {info.get('seconds', float('nan')):.0f}"
             f"{' (cached)' if info['cached'] else ''} | {load} |"
         )
-    print("\nGain of unconstrained over constrained (accuracy points, exported models, matched parameter counts,")
-    print(f"mean over sparsities {', '.join(f'{level:.0%}' for level in compare.LEVELS)}):\n")
+    print("\nGain of unconstrained over constrained (accuracy points, exported models, matched parameter counts;")
+    print(f"mean over the sparsities {', '.join(f'{level:.0%}' for level in compare.LEVELS)} both curves reach):\n")
     print(compare.markdown(experiment.gains))
     rows = experiment.rows
     mismatches = sum(row["mismatches"] for row in rows)

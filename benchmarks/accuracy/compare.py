@@ -2,7 +2,7 @@
 
 Each curve (model, heuristic, side, method) is accuracy against the realised parameter sparsity of the exported
 models, starting at the unpruned model (sparsity 0, its test accuracy). The two methods reach different sparsities
-for the same ``amount``, so each curve is linearly interpolated at common sparsity levels (10%, 20%, ... 70%; a level
+for the same ``amount``, so each curve is linearly interpolated at common sparsity levels (5%, 10%, ... 70%; a level
 outside a curve's measured range is left out), and the gain at a level is the unconstrained accuracy minus the
 constrained one, in percentage points. A (model, heuristic, side) row reports the mean gain over its levels and the
 best (largest) one.
@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy
 
-LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+LEVELS = tuple(round(0.05 * i, 2) for i in range(1, 15))  # 5%, 10%, ... 70%
 GAIN_COLUMNS = ("model", "heuristic", "side", "levels", "mean_gain", "best_gain", "best_at")
 
 
