@@ -117,5 +117,5 @@ def plot(rows: Sequence[dict], base: dict[str, float], path: str) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=len(heuristics), fontsize=7, frameon=False)
     figure.tight_layout(rect=(0, 0.08, 1, 1))
-    figure.savefig(path, dpi=80)
+    figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -23,12 +23,12 @@ from .train import TrainConfig, checkpoint_path, predict, trained_model
 
 MODELS = ("resnet18", "mobilenet_v2", "densenet121", "efficientnet_b0")
 DIGITS = DataConfig()  # 32x32, 3 channels, stratified 80/20 split, seed 0
-# Per model: enough epochs for >= 95% test accuracy on the digits, few enough for a 2-core CPU.
+# Per model: the shortest recipe found that reaches about 95% test accuracy or more on the digits on a 2-core CPU.
 TRAINING = {
     "resnet18": TrainConfig(epochs=4),
     "mobilenet_v2": TrainConfig(epochs=12, batch_size=32, lr=1e-2),
     "densenet121": TrainConfig(epochs=3),
-    "efficientnet_b0": TrainConfig(epochs=8, batch_size=32),
+    "efficientnet_b0": TrainConfig(epochs=12, batch_size=32),
 }
 
 

@@ -30,7 +30,6 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 5e-4
     seed: int = 0
-    stochastic_depth_prob: float | None = None  # EfficientNet's; None: torchvision's default (training only)
 
 
 def cache_dir() -> Path:
@@ -40,16 +39,14 @@ def cache_dir() -> Path:
 
 def checkpoint_path(name: str, train: TrainConfig, data: DataConfig, directory: Path | None = None) -> Path:
     """``<model>-seed<seed>-<hash of the training and data configuration>.pt`` in the cache directory."""
-    settings = {key: value for key, value in asdict(train).items() if value is not None}  # None: not hashed
-    blob = json.dumps({"model": name, "train": settings, "data": asdict(data)}, sort_keys=True)
+    blob = json.dumps({"model": name, "train": asdict(train), "data": asdict(data)}, sort_keys=True)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
     return (directory or cache_dir()) / f"{name}-seed{train.seed}-{digest}.pt"
 
 
 def build_model(name: str, train: TrainConfig) -> nn.Module:
     torch.manual_seed(train.seed)
-    extra = {} if train.stochastic_depth_prob is None else {"stochastic_depth_prob": train.stochastic_depth_prob}
-    return getattr(torchvision.models, name)(weights=None, num_classes=10, **extra)
+    return getattr(torchvision.models, name)(weights=None, num_classes=10)
 
 
 def trained_model(
