@@ -84,7 +84,7 @@ def mask(
 def _layers(analysis: ChannelAnalysis, side: str, pinned: frozenset[int], constrained: bool) -> list[lay.Layer]:
     if side == "input":
         return lay.input_layers(analysis, pinned, constrained)
-    return lay.output_layers(analysis, pinned)
+    return lay.output_layers(analysis, pinned, constrained)
 
 
 def _scorer(

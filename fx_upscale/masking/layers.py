@@ -74,14 +74,16 @@ def _unflattened(analysis: ChannelAnalysis, read: Read) -> str:
     return name
 
 
-def output_layers(analysis: ChannelAnalysis, pinned: frozenset[int]) -> list[Layer]:
-    """Every conv/linear output free of pinned classes, in graph order."""
+def output_layers(analysis: ChannelAnalysis, pinned: frozenset[int], constrained: bool = False) -> list[Layer]:
+    """Every conv/linear output free of pinned classes, in graph order; with ``constrained``, every one with some
+    free class (so that each producer of a chosen channel masks it: an SE gate tied to graph-input channels too)."""
     layers = []
     for name in analysis.order:
         role = analysis.roles[name]
         if isinstance(role, r.Weighted) and name in analysis.layouts:
             classes = analysis.classes(name)
-            if not set(classes) & pinned:
+            free = set(classes) - pinned
+            if free and (constrained or len(free) == len(set(classes))):
                 layers.append(Layer(name, role.weight, "output", classes, _after_pass_through(analysis, name)))
     return layers
 
