@@ -299,8 +299,22 @@ SE_TIED_TO_INPUT = [
 ]  # fmt: skip
 
 
+# And: a masked filter read through a sigmoid (0 -> 0.5) by a conv and a depthwise conv: the depthwise conv was masked
+# as if the channel were still zero, so the head stopped needing it and constrained mode dropped what the conv needed.
+SIGMOID_BRANCH = Program(
+    channels=2, size=3, ops=(
+        Op("conv", (0,), 2, 1, False), Op("conv", (1,), 2, 1, False), Op("conv", (2,), 2, 1, False),
+        Op("conv", (3,), 2, 1, False), Op("conv", (0,), 2, 3, False), Op("conv", (5,), 2, 1, False),
+        Op("conv", (6,), 2, 1, False), Op("act", (7,), variant="sigmoid"), Op("dw", (8,), bias=False),
+        Op("conv", (8,), 2, 1, False), Op("dw", (10,), bias=False),
+    ), head="gap", classes=2, seed=0,
+)  # fmt: skip
+
+
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("program", SE_TIED_TO_INPUT, ids=["se-after-cat", "se-of-cat-of-three"])
+@pytest.mark.parametrize(
+    "program", SE_TIED_TO_INPUT + [SIGMOID_BRANCH], ids=["se-after-cat", "se-of-cat-of-three", "sigmoid-branch"]
+)
 @settings(max_examples=1, database=None, deadline=None)
 @given(st.just(None))
 def test_regression_se_tied_to_input(program: Program, mode: str, _) -> None:

@@ -76,7 +76,10 @@ def mask(
             pinned=pinned[s],
             scope=scope,
         )
-        side_spec = lay.input_spec(layers, chosen) if s == "input" else lay.output_spec(analysis, layers, chosen)
+        if s == "input":
+            side_spec = lay.input_spec(layers, chosen)
+        else:
+            side_spec = lay.output_spec(graph_module, analysis, layers, chosen)
         spec = spec.merged(side_spec)
     return spec
 

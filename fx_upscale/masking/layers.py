@@ -19,7 +19,7 @@ import torch
 import torch.fx as fx
 
 from .. import registry as r
-from ..channels import ChannelAnalysis, Read
+from ..channels import ChannelAnalysis, Read, analyse_channels
 from ..spec import PruneSpec
 
 
@@ -128,7 +128,9 @@ def input_spec(layers: list[Layer], chosen: list[list[int]]) -> PruneSpec:
     return PruneSpec(inputs=columns)
 
 
-def output_spec(analysis: ChannelAnalysis, layers: list[Layer], chosen: list[list[int]]) -> PruneSpec:
+def output_spec(
+    gm: fx.GraphModule, analysis: ChannelAnalysis, layers: list[Layer], chosen: list[list[int]]
+) -> PruneSpec:
     """Masked filters, with the per-channel layers (BatchNorm, depthwise conv) that carry them on."""
     rows_of = {layer.node: positions for layer, positions in zip(layers, chosen)}
     masked: dict[str, set[int]] = {}
@@ -136,7 +138,8 @@ def output_spec(analysis: ChannelAnalysis, layers: list[Layer], chosen: list[lis
         masked[layer.weight] = set(positions)
         for weight in _following_per_channel(analysis, layer.node):
             masked.setdefault(weight, set()).update(positions)
-    for weight, positions in _masked_downstream(analysis, rows_of).items():
+    masked = {weight: _leave_one(positions, analysis, weight) for weight, positions in masked.items()}
+    for weight, positions in _masked_downstream(gm, analysis, rows_of, masked).items():
         masked.setdefault(weight, set()).update(positions)
     return PruneSpec(outputs={weight: _leave_one(positions, analysis, weight) for weight, positions in masked.items()})
 
@@ -151,10 +154,14 @@ def _leave_one(positions: set[int], analysis: ChannelAnalysis, weight: str) -> s
     return positions
 
 
-def _masked_downstream(analysis: ChannelAnalysis, rows_of: dict[str, list[int]]) -> dict[str, set[int]]:
+def _masked_downstream(
+    gm: fx.GraphModule, analysis: ChannelAnalysis, rows_of: dict[str, list[int]], masked: dict[str, set[int]]
+) -> dict[str, set[int]]:
     """Per-channel layers (BatchNorm, depthwise conv) further on to mask where they carry a channel masked in
     every producer feeding it (DenseNet: a BatchNorm per reader of a ``cat``; an SE gate tied by ``mul``), so that
-    its shift or bias does not revive the channel.
+    its shift or bias does not revive the channel — where the channel is still zero when it reaches them (not
+    after a sigmoid, say), as the channel analysis of the masked model says. Masking one can zero the input of the
+    next, so this runs to a fixed point.
 
     A per-channel layer right after a producer (through pass-through ops) is masked with the producer's rows by
     :func:`_following_per_channel`, whatever feeds the channel elsewhere.
@@ -165,12 +172,21 @@ def _masked_downstream(analysis: ChannelAnalysis, rows_of: dict[str, list[int]])
         ids_of.setdefault(c, set()).add(i)
     dead = {c for c, ids in ids_of.items() if ids <= masked_ids}
     found: dict[str, set[int]] = {}
-    for node, role in analysis.roles.items():
-        if isinstance(role, r.PerChannel) and role.weight and node in analysis.layouts:
-            positions = {p for p, c in enumerate(analysis.classes(node)) if c in dead}
-            if positions:
-                found.setdefault(role.weight, set()).update(positions)
-    return found
+    work = PruneSpec(outputs=masked).apply(gm)
+    while True:
+        zeros = analyse_channels(work).zeros
+        new: dict[str, set[int]] = {}
+        for node, role in analysis.roles.items():
+            if isinstance(role, r.PerChannel) and role.weight and node in analysis.layouts:
+                classes, zero_in = analysis.classes(node), zeros.get(role.data, ())
+                positions = {p for p, c in enumerate(classes) if c in dead and p < len(zero_in) and zero_in[p]}
+                positions -= found.get(role.weight, set()) | masked.get(role.weight, set())
+                if positions:
+                    new[role.weight] = _leave_one(positions | found.get(role.weight, set()), analysis, role.weight)
+        if not new:
+            return found
+        found.update(new)
+        work = PruneSpec(outputs=new).apply(work)
 
 
 def _following_per_channel(analysis: ChannelAnalysis, name: str) -> list[str]:
