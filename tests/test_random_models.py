@@ -136,6 +136,7 @@ def test_random_models(profile: str, data) -> None:
 
 @pytest.mark.skipif(not LONG_EXAMPLES, reason="opt-in: set FX_UPSCALE_LONG_FUZZ=<examples per profile>")
 @pytest.mark.parametrize("profile", list(LONG_PROFILES))
+@pytest.mark.timeout(max(900, 2 * LONG_EXAMPLES))  # 2 s a case: a hanging case fails the run instead of stalling it
 @settings(FAST, max_examples=max(LONG_EXAMPLES, 1), derandomize=False)
 @given(data=st.data())
 def test_long_fuzz(profile: str, data) -> None:

@@ -138,18 +138,18 @@ def output_spec(
         masked[layer.weight] = set(positions)
         for weight in _following_per_channel(analysis, layer.node):
             masked.setdefault(weight, set()).update(positions)
-    masked = {weight: _leave_one(positions, analysis, weight) for weight, positions in masked.items()}
-    for weight, positions in _masked_downstream(gm, analysis, rows_of, masked).items():
-        masked.setdefault(weight, set()).update(positions)
-    return PruneSpec(outputs={weight: _leave_one(positions, analysis, weight) for weight, positions in masked.items()})
-
-
-def _leave_one(positions: set[int], analysis: ChannelAnalysis, weight: str) -> set[int]:
-    """``positions`` without its highest one if it masks every channel of a per-channel layer (a constrained
-    choice can hold every channel a slice passes on)."""
     sizes = {role.weight: len(analysis.layouts[node].ids) for node, role in analysis.roles.items()
              if isinstance(role, r.PerChannel) and node in analysis.layouts}  # fmt: skip
-    if len(positions) >= sizes.get(weight, len(positions) + 1):
+    masked = {weight: _leave_one(positions, sizes.get(weight)) for weight, positions in masked.items()}
+    for weight, positions in _masked_downstream(gm, analysis, rows_of, masked).items():
+        masked.setdefault(weight, set()).update(positions)
+    return PruneSpec(outputs=masked)
+
+
+def _leave_one(positions: set[int], size: int | None) -> set[int]:
+    """``positions`` without its highest one if it masks every one of a per-channel layer's ``size`` channels (a
+    constrained choice can hold every channel a slice passes on)."""
+    if size is not None and len(positions) >= size:
         return positions - {max(positions)}
     return positions
 
@@ -161,7 +161,8 @@ def _masked_downstream(
     every producer feeding it (DenseNet: a BatchNorm per reader of a ``cat``; an SE gate tied by ``mul``), so that
     its shift or bias does not revive the channel — where the channel is still zero when it reaches them (not
     after a sigmoid, say), as the channel analysis of the masked model says. Masking one can zero the input of the
-    next, so this runs to a fixed point.
+    next, so this runs to a fixed point; every layer keeps at least one channel unmasked (its highest ones are
+    left), so each round masks more and the loop ends.
 
     A per-channel layer right after a producer (through pass-through ops) is masked with the producer's rows by
     :func:`_following_per_channel`, whatever feeds the channel elsewhere.
@@ -179,13 +180,16 @@ def _masked_downstream(
         for node, role in analysis.roles.items():
             if isinstance(role, r.PerChannel) and role.weight and node in analysis.layouts:
                 classes, zero_in = analysis.classes(node), zeros.get(role.data, ())
-                positions = {p for p, c in enumerate(classes) if c in dead and p < len(zero_in) and zero_in[p]}
-                positions -= found.get(role.weight, set()) | masked.get(role.weight, set())
+                have = masked.get(role.weight, set()) | found.get(role.weight, set())
+                positions = [p for p, c in enumerate(classes) if c in dead and p < len(zero_in) and zero_in[p]]
+                room = len(classes) - 1 - len(have)
+                positions = [p for p in positions if p not in have][: max(room, 0)]
                 if positions:
-                    new[role.weight] = _leave_one(positions | found.get(role.weight, set()), analysis, role.weight)
+                    new[role.weight] = set(positions)
         if not new:
             return found
-        found.update(new)
+        for weight, positions in new.items():
+            found.setdefault(weight, set()).update(positions)
         work = PruneSpec(outputs=new).apply(work)
 
 
