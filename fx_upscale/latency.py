@@ -298,21 +298,22 @@ def run(
     load: Callable[[str], tuple[nn.Module, tuple[int, ...]]],
     progress: Progress | None = None,
 ) -> list[Timing]:
-    """Every model of ``config``: its variants, built once at batch 1, timed at every batch size.
+    """Every model of ``config``, at every batch size: its variants, exported at that batch, then timed.
 
-    ``load(name)`` returns the model and its input shape (whose batch dimension is replaced by each batch size)."""
+    ``load(name)`` returns the model and its input shape (whose batch dimension is replaced by each batch size).
+    Each batch size gets its own exports because the plan depends on it: at batch 1 consumers share gathers through
+    free ``narrow`` views, at a larger batch each consumer gathers its own channels (see ``planning.py``)."""
     timings = []
     for name in config.models:
         model, shape = load(name)
         model = model.to(device=config.device, dtype=config.dtype).eval()
         generator = torch.Generator().manual_seed(0)
-        example = torch.randn(1, *shape[1:], generator=generator, dtype=config.dtype).to(config.device)
-        variants = build_variants(model, example, amount=config.amount, heuristic=config.heuristic,
-                                  side=config.side, method=config.method)  # fmt: skip
-        if progress:
-            progress(f"{name}: exported")
         for batch in config.batches:
             inputs = torch.randn(batch, *shape[1:], generator=generator, dtype=config.dtype).to(config.device)
+            variants = build_variants(model, inputs, amount=config.amount, heuristic=config.heuristic,
+                                      side=config.side, method=config.method)  # fmt: skip
+            if progress:
+                progress(f"{name}: exported at batch {batch}")
             timings += measure(name, variants, inputs, backends=config.backends_for(name), repeats=config.repeats,
                                warmup=config.warmup, progress=progress)  # fmt: skip
     return timings
@@ -320,8 +321,8 @@ def run(
 
 def steps(config: BenchConfig) -> int:
     """How many times :func:`run` calls ``progress``."""
-    per_batch = [len(VARIANTS) * len(config.backends_for(m)) + config.repeats for m in config.models]
-    return len(config.models) + len(config.batches) * sum(per_batch)
+    per_batch = [1 + len(VARIANTS) * len(config.backends_for(m)) + config.repeats for m in config.models]
+    return len(config.batches) * sum(per_batch)
 
 
 def write_csv(timings: Sequence[Timing], path: str | os.PathLike) -> None:

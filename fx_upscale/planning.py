@@ -10,13 +10,16 @@ Per segment (see ``segments.py``), the planner decides
    or a reordering that minimises copies (mode ``upscale``);
 3. each consumer's access — :class:`~fx_upscale.ordering.Full`, ``Narrow`` or ``Gather`` — and its weight columns.
    In mode ``upscale``, a consumer reading a ``cat`` through per-channel ops has its selection absorbed into the
-   cat (``absorption.py``), and consumers gathering from one tensor share gathers (``ordering.share_gathers``).
+   cat (``absorption.py``), and consumers gathering from one tensor share gathers (``ordering.share_gathers``)
+   where a channel range of the shared gather is a free view: at the example inputs' batch 1, not at a larger batch,
+   where the convolution reading a range would copy it a second time (``_narrows_are_views``).
 
 The plan is a frozen value: parameter slices, module attribute updates, node argument updates, and consumer
 accesses, all named by qualified parameter / module / FX node names. Start reading at :func:`plan_channels`.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -474,6 +477,8 @@ class _SegmentPlanner:
         by_source: dict[str, dict[str, tuple[int, ...]]] = {}
         for read in self.consumer_reads:
             access = plain[read.reader][0]
+            if not self._narrows_are_views(read.source):
+                continue
             if isinstance(access, Gather) and read.groups == 1:  # a grouped read keeps its groups' order
                 by_source.setdefault(read.source, {})[read.reader] = access.indices
         updates = {}
@@ -482,6 +487,13 @@ class _SegmentPlanner:
                 for reader, access in share_gathers(needs).items():
                     updates[reader] = (access, plain[reader][1])
         return updates
+
+    def _narrows_are_views(self, source: str) -> bool:
+        """Whether a channel range of a tensor shaped like ``source`` is contiguous: only if every axis before the
+        channel axis has size 1 (batch 1, at the example inputs). Otherwise the convolution reading it copies it
+        into a contiguous buffer, so a consumer reading a range of a shared gather would copy its channels twice."""
+        shape = self.analysis.nodes[source].meta["tensor_meta"].shape
+        return math.prod(shape[: self.analysis.layouts[source].axis]) == 1
 
     def _absorb(self, read: Read, selected: tuple[int, ...]) -> CatSelection:
         """Narrow the chain from the cat to the consumer down to ``selected`` (original positions, in order)."""

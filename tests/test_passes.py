@@ -12,6 +12,8 @@ from torch.fx.passes.infra.pass_manager import PassManager
 import fx_upscale
 from fx_upscale import PruneSpec, UnsupportedGraphError
 from fx_upscale.channels import analyse_channels
+from fx_upscale.latency import measure_copies
+from fx_upscale.ordering import Gather
 from fx_upscale.passes import ChannelReorderPass, CleanupPass
 from fx_upscale.planning import plan_channels
 from fx_upscale.segments import find_segments
@@ -113,19 +115,36 @@ def test_report_explains_every_consumer(x):
     assert sum(c.copied_elements for c in segment.consumers) == report.copied_elements
 
 
+GENERAL_POSITION = PruneSpec(
+    inputs={"a.weight": [4, 5, 6, 7], "b.weight": [0, 1, 6, 7], "c.weight": [1, 3, 5, 7], "d.weight": [0, 3, 5, 6]}
+)  # no order makes all four kept sets contiguous
+
+
 def test_consumers_gathering_from_one_tensor_share_one_gather(x):
-    """Four consumers in general position: two read ranges of the reordered tensor, the other two share one
-    gather of the union of their channels, each reading a contiguous range of it."""
-    model = Fan().double().eval()
-    spec = PruneSpec(
-        inputs={"a.weight": [4, 5, 6, 7], "b.weight": [0, 1, 6, 7], "c.weight": [1, 3, 5, 7], "d.weight": [0, 3, 5, 6]}
-    )
-    result = fx_upscale.export(model, x, spec=spec)
+    """At batch 1, four consumers in general position: two read ranges of the reordered tensor, the other two
+    share one gather of the union of their channels, each reading a contiguous range of it (a free view)."""
+    model, x = Fan().double().eval(), x[:1]
+    result = fx_upscale.export(model, x, spec=GENERAL_POSITION)
     assert gathers_in_graph(result.module) == result.report.gathers == 1
-    gathering = [a for a in result.plan.accesses if a.access.__class__.__name__ == "Gather"]
+    gathering = [a for a in result.plan.accesses if isinstance(a.access, Gather)]
     assert len(gathering) == 2 and all(a.access.within is not None for a in gathering)
     assert gathering[0].access.indices == gathering[1].access.indices
     union = {c for a in gathering for c in a.columns}
     assert len(gathering[0].access.indices) == len(union) < sum(len(a.columns) for a in gathering)
-    assert result.report.copied_elements == len(union) * 2 * 4 * 4  # batch 2, 4x4 maps
-    assert_exact(result, spec.apply(model), x)
+    assert result.report.copied_elements == len(union) * 4 * 4  # batch 1, 4x4 maps
+    assert_exact(result, GENERAL_POSITION.apply(model), x)
+
+
+def test_at_a_larger_batch_each_consumer_gathers_its_own(x):
+    """At batch 2 a channel range is strided and the convolution reading it copies it: a range of a shared gather
+    would be copied twice, so the two consumers that cannot read a range of the input gather their own channels,
+    and what is copied in all (gathers plus convolution inputs) is no more than baseline's gathers."""
+    model = Fan().double().eval()
+    result = fx_upscale.export(model, x, spec=GENERAL_POSITION)
+    baseline = fx_upscale.export(model, x, spec=GENERAL_POSITION, mode="baseline")
+    gathering = [a for a in result.plan.accesses if isinstance(a.access, Gather)]
+    assert gathers_in_graph(result.module) == result.report.gathers == len(gathering) == 2
+    assert all(a.access.within is None and len(a.access.indices) == 4 for a in gathering)
+    assert result.report.copied_elements == 2 * 4 * 2 * 4 * 4  # two gathers of 4 channels, batch 2, 4x4 maps
+    assert sum(measure_copies(result.module, x)) <= sum(measure_copies(baseline.module, x))
+    assert_exact(result, GENERAL_POSITION.apply(model), x)
