@@ -99,6 +99,13 @@ def test_unknown_parameter_suggests_the_closest_names(model, x):
         fx_upscale.export(model, x, spec=spec)
 
 
+@pytest.mark.parametrize("side", ["inputs", "outputs"])
+def test_a_bias_is_refused_naming_its_weight(model, x, side):
+    spec = PruneSpec(**{side: {"conv1.bias": [0]}})
+    with pytest.raises(SpecError, match=rf"{side} names 'conv1\.bias', a bias; name its weight 'conv1\.weight'"):
+        fx_upscale.export(model, x, spec=spec)
+
+
 @pytest.mark.parametrize("channels, bad", [([1, 8], r"\[8\]"), ([-1, 2], r"\[-1\]")])
 def test_channel_indices_out_of_range_are_named(model, x, channels, bad):
     spec = PruneSpec(inputs={"conv2.weight": channels})
