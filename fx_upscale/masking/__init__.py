@@ -34,7 +34,7 @@ from ..tracing import normalize_inputs, trace
 from . import layers as lay
 from .choosing import choose
 from .hrank import average_ranks
-from .scores import BUILTIN, check_scores
+from .scores import BUILTIN, REDUCING, check_scores
 
 HEURISTICS = (*BUILTIN, "hrank")
 SIDES = ("input", "output", "both")
@@ -106,7 +106,8 @@ def _scorer(
 
     def score(layer: lay.Layer) -> torch.Tensor:
         where = f"the {len(layer.classes)} {layer.side} channels of {layer.weight!r}"
-        return check_scores(function(lay.slices(gm, analysis, layer)), len(layer.classes), where)
+        slices = lay.slices(gm, analysis, layer, flatten=function not in REDUCING)
+        return check_scores(function(slices), len(layer.classes), where)
 
     return score
 

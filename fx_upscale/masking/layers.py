@@ -101,14 +101,16 @@ def _after_pass_through(analysis: ChannelAnalysis, name: str) -> str:
     return node.name
 
 
-def slices(gm: fx.GraphModule, analysis: ChannelAnalysis, layer: Layer) -> torch.Tensor:
+def slices(gm: fx.GraphModule, analysis: ChannelAnalysis, layer: Layer, flatten: bool = True) -> torch.Tensor:
     """A (channels, k) tensor: row ``p`` holds every parameter position ``p`` owns in the layer (its weight columns
-    on the input side; its filter and bias entry on the output side)."""
+    on the input side; its filter and bias entry on the output side). With ``flatten=False``, input-side slices are
+    a view with the channel on dimension 0 and the rest unflattened (flattening weight columns copies the weight)."""
     role = analysis.roles[layer.node]
     assert isinstance(role, r.Weighted)
     weight = _tensor(gm, role.weight)
     if layer.side == "input":
-        return weight.transpose(0, role.weight_in_axis).reshape(len(layer.classes), -1)
+        columns = weight.transpose(0, role.weight_in_axis).unflatten(0, (len(layer.classes), -1))
+        return columns.reshape(len(layer.classes), -1) if flatten else columns
     rows = weight.transpose(0, role.weight_out_axis).reshape(len(layer.classes), -1)
     if role.bias is None:
         return rows

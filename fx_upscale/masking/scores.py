@@ -26,21 +26,21 @@ Heuristic = Callable[[torch.Tensor], torch.Tensor]
 
 
 def l1(slices: torch.Tensor) -> torch.Tensor:
-    """L1 norm of each row.
+    """L1 norm of each row (of each slice along dimension 0 of a tensor of more dimensions).
 
     >>> l1(torch.tensor([[3.0, -1.0], [0.5, 0.5]]))
     tensor([4., 1.])
     """
-    return slices.abs().sum(dim=1)
+    return torch.linalg.vector_norm(slices, 1, dim=tuple(range(1, slices.ndim)))
 
 
 def l2(slices: torch.Tensor) -> torch.Tensor:
-    """Squared L2 norm of each row.
+    """Squared L2 norm of each row (of each slice along dimension 0 of a tensor of more dimensions).
 
     >>> l2(torch.tensor([[3.0, -1.0], [0.5, 0.5]]))
     tensor([10.0000,  0.5000])
     """
-    return slices.pow(2).sum(dim=1)
+    return torch.linalg.vector_norm(slices, 2, dim=tuple(range(1, slices.ndim))).square()
 
 
 def lamp(slices: torch.Tensor) -> torch.Tensor:
@@ -80,6 +80,7 @@ def fpgm(slices: torch.Tensor) -> torch.Tensor:
 
 
 BUILTIN: dict[str, Heuristic] = {"l1": l1, "l2": l2, "lamp": lamp, "fpgm": fpgm}
+REDUCING = (l1, l2, lamp)  # reduce each slice along dimension 0 whatever its shape: no need to flatten (copy) it
 
 
 def check_scores(scores: object, channels: int, where: str) -> torch.Tensor:

@@ -93,9 +93,11 @@ def _reslice(graph_module: fx.GraphModule, param_slice: ParamSlice) -> None:
     owner = graph_module.get_submodule(module_name)
     old = getattr(owner, leaf)
     index = torch.tensor(param_slice.indices, dtype=torch.long, device=old.device)
-    blocks = old.detach().chunk(param_slice.groups, dim=0)  # one block unless it slices a grouped conv's input
-    indices = index.chunk(param_slice.groups)
-    new = torch.cat([block.index_select(param_slice.axis, i) for block, i in zip(blocks, indices)]).clone()
+    if param_slice.groups == 1:
+        new = old.detach().index_select(param_slice.axis, index)  # a new tensor, sharing nothing with ``old``
+    else:  # the input axis of a grouped convolution: each group's block along axis 0 keeps its own selection
+        blocks, indices = old.detach().chunk(param_slice.groups, dim=0), index.chunk(param_slice.groups)
+        new = torch.cat([block.index_select(param_slice.axis, i) for block, i in zip(blocks, indices)])
     if isinstance(old, nn.Parameter):
         setattr(owner, leaf, nn.Parameter(new, requires_grad=old.requires_grad))
     else:
