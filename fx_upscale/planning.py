@@ -409,7 +409,9 @@ class _SegmentPlanner:
         return unit_of, unit_classes
 
     def _blocks(self, name: str, unit_of: dict, unit_classes: list, kept: frozenset[int]):
-        """Split a tensor into runs of one unit each; a run holding part of a unit pins that unit."""
+        """Split a tensor into runs of one unit each. A run holding part of a unit, or all of it in an order other
+        than the unit's own (a slice taking the end of one copy of a unit in a ``cat`` and the start of the next),
+        pins that unit: every tensor then keeps its own original order, which is right whatever made it."""
         classes = self.analysis.classes(name)
         runs: list[list[int]] = []
         seen: set[int] = set()
@@ -422,8 +424,8 @@ class _SegmentPlanner:
         blocks, positions, invalid = [], {}, set()
         for index, run in enumerate(runs):
             unit = unit_of[classes[run[0]]]
-            if len(run) != len(unit_classes[unit]):
-                invalid.add(unit)
+            if len(run) != len(unit_classes[unit]) or [classes[p] for p in run] != unit_classes[unit]:
+                invalid.add(unit)  # part of the unit, or all of it in another order (a slice across a cat)
             channels = tuple(classes[p] for p in run if classes[p] in kept)
             blocks.append(Block(unit, channels))
             positions.update({(index, classes[p]): p for p in run})

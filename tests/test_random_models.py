@@ -320,3 +320,40 @@ SIGMOID_BRANCH = Program(
 @given(st.just(None))
 def test_regression_se_tied_to_input(program: Program, mode: str, _) -> None:
     check_case(program, SpecRecipe(kind="cmask", side="both", amount=0.5, seed=0, aligned=False), mode)
+
+
+# Found by the long fuzz (``large`` profile, on the code of this file's other fixes): a slice taking the end of one
+# copy of a layer's channels in a ``cat`` and the start of the next (``cat([relu(y), y])[:, 2:6]``) holds all of them,
+# in another order; the planner laid that slice out in the layer's own order and permuted the depthwise conv reading
+# it, in every mode and with nothing pruned.
+ROTATED_BY_SLICE = Program(
+    channels=2, size=3, ops=(
+        Op("conv", (0,), 4, 1, False), Op("act", (1,), variant="relu"), Op("cat", (2, 1)),
+        Op("slice", (3,), span=(2, 6)), Op("dw", (4,), bias=False), Op("conv", (5,), 2, 1, False),
+    ), head="gap", classes=2, seed=0,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_regression_slice_across_two_copies_of_a_layer(mode: str) -> None:
+    model, x = RandomNet(ROTATED_BY_SLICE), example_input(ROTATED_BY_SLICE)
+    spec = fx_upscale.PruneSpec()
+    assert_exact(export_checked(model, x, spec, mode), spec.apply(model), x)
+
+
+# And: a constrained output mask chose filters whose channel also reaches the head through a sigmoid (0 -> 0.5): the
+# conv reading the zero no longer needed it, the head did, so constrained mode dropped it. mask() now leaves such
+# channels alone (masking them removes nothing) and chooses others.
+REVIVED_BY_SIGMOID = Program(
+    channels=2, size=3, ops=(
+        Op("conv", (0,), 4, 1, False), Op("act", (1,), variant="sigmoid"), Op("conv", (1,), 4, 1, False),
+        Op("cat", (2, 3)),
+    ), head="gap", classes=2, seed=0,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", MODES)
+@settings(max_examples=1, database=None, deadline=None)
+@given(st.just(None))
+def test_regression_constrained_mask_revived_by_a_sigmoid(mode: str, _) -> None:
+    check_case(REVIVED_BY_SIGMOID, SpecRecipe(kind="cmask", side="output", amount=0.5, seed=0, aligned=False), mode)

@@ -980,6 +980,11 @@ def test_export_is_exact(name: str, mode: str, kind: str, side: str, amount: flo
 def test_constrained_masks_export_without_copies(name: str, side: str) -> None:
     model, x, before = built(name)
     spec = fx_upscale.mask(model, x, amount=0.5, side=side, method="constrained")
+    if (name, side) == ("FunctionalDepthwiseBias", "output"):
+        # its depthwise bias is called ``shift``, which a spec does not zero with the weight: every masked filter's
+        # channel would be revived by it on its way to the head, so mask() chooses nothing there
+        assert spec.is_empty()
+        return
     assert not spec.is_empty()
     result = export_checked(model, x, spec, "constrained")
     assert gathers_in_graph(result.module) == 0 == result.report.gathers

@@ -67,19 +67,18 @@ def mask(
     score = _scorer(graph_module, analysis, heuristic, [layer for s in sides for layer in layers_of[s]], calibration)
     spec = PruneSpec()
     for s in sides:
-        layers = layers_of[s]
-        chosen = choose(
-            [layer.classes for layer in layers],
-            [score(layer) for layer in layers],
-            amount,
-            groups=groups,
-            pinned=pinned[s],
-            scope=scope,
-        )
-        if s == "input":
-            side_spec = lay.input_spec(layers, chosen)
-        else:
+        layers, scores = layers_of[s], [score(layer) for layer in layers_of[s]]
+        while True:
+            chosen = choose([layer.classes for layer in layers], scores, amount, groups=groups, pinned=pinned[s],
+                            scope=scope)  # fmt: skip
+            if s == "input":
+                side_spec = lay.input_spec(layers, chosen)
+                break
             side_spec = lay.output_spec(graph_module, analysis, layers, chosen)
+            revived = lay.revived_classes(graph_module, analysis, layers, chosen, side_spec) if constrained else None
+            if not revived:
+                break
+            pinned[s] = pinned[s] | revived  # choose again without them: masking them would remove nothing
         spec = spec.merged(side_spec)
     return spec
 

@@ -148,6 +148,20 @@ def output_spec(
     return PruneSpec(outputs=masked)
 
 
+def revived_classes(
+    gm: fx.GraphModule, analysis: ChannelAnalysis, layers: list[Layer], chosen: list[list[int]], spec: PruneSpec
+) -> frozenset[int]:
+    """Chosen output classes that some consumer of the masked model (``spec`` applied) still needs: their zero does
+    not reach it (``sigmoid`` of a masked channel is 0.5). Masking their filters removes nothing, and in mode
+    ``constrained`` the consumers that do see a zero would drop a channel the others need."""
+    dead = {layer.classes[p] for layer, positions in zip(layers, chosen) for p in positions}
+    revived = set()
+    for read in analyse_channels(spec.apply(gm)).reads:
+        classes = analysis.classes(read.source)
+        revived.update(c for c, needed in zip(classes, read.needed) if needed and c in dead)
+    return frozenset(revived)
+
+
 def _leave_one(positions: set[int], size: int | None) -> set[int]:
     """``positions`` without its highest one if it masks every one of a per-channel layer's ``size`` channels (a
     constrained choice can hold every channel a slice passes on)."""
