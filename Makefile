@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(PY) -m fx_upscale.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest -n 2 --dist worksteal
 
 clean:
 	rm -rf $(VENV) build *.egg-info
