@@ -424,7 +424,7 @@ class _SegmentPlanner:
         blocks, positions, invalid = [], {}, set()
         for index, run in enumerate(runs):
             unit = unit_of[classes[run[0]]]
-            if len(run) != len(unit_classes[unit]) or [classes[p] for p in run] != unit_classes[unit]:
+            if [classes[p] for p in run] != unit_classes[unit]:
                 invalid.add(unit)  # part of the unit, or all of it in another order (a slice across a cat)
             channels = tuple(classes[p] for p in run if classes[p] in kept)
             blocks.append(Block(unit, channels))

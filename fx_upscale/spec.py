@@ -127,11 +127,11 @@ class PruneSpec:
                 weight = params.get(name)
                 if weight is None:
                     raise SpecError(_unknown_name_message(name, side, params))
-                if name.endswith("bias") and name.removesuffix("bias") + "weight" in params:
+                its_weight = name.removesuffix("bias") + "weight"
+                if name.endswith("bias") and its_weight in params:
                     raise SpecError(
-                        f"PruneSpec.{side} names {name!r}, a bias; name its weight "
-                        f"{name.removesuffix('bias') + 'weight'!r} instead (a pruned output channel takes its bias "
-                        "entry with it)"
+                        f"PruneSpec.{side} names {name!r}, a bias; name its weight {its_weight!r} instead (a pruned "
+                        "output channel takes its bias entry with it)"
                     )
                 axis = weight_axes(model, name)[0 if side == "inputs" else 1]
                 if side == "inputs" and weight.ndim < 2:

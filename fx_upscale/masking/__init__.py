@@ -74,8 +74,8 @@ def mask(
             if s == "input":
                 side_spec = lay.input_spec(layers, chosen)
                 break
-            side_spec = lay.output_spec(graph_module, analysis, layers, chosen)
-            revived = lay.revived_classes(graph_module, analysis, layers, chosen, side_spec) if constrained else None
+            side_spec, masked_analysis = lay.output_spec(graph_module, analysis, layers, chosen)
+            revived = lay.revived_classes(analysis, masked_analysis, layers, chosen) if constrained else None
             if not revived:
                 break
             pinned[s] = pinned[s] | revived  # choose again without them: masking them would remove nothing

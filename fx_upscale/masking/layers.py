@@ -132,8 +132,9 @@ def input_spec(layers: list[Layer], chosen: list[list[int]]) -> PruneSpec:
 
 def output_spec(
     gm: fx.GraphModule, analysis: ChannelAnalysis, layers: list[Layer], chosen: list[list[int]]
-) -> PruneSpec:
-    """Masked filters, with the per-channel layers (BatchNorm, depthwise conv) that carry them on."""
+) -> tuple[PruneSpec, ChannelAnalysis]:
+    """Masked filters, with the per-channel layers (BatchNorm, depthwise conv) that carry them on; and the channel
+    analysis of the model that spec masks."""
     rows_of = {layer.node: positions for layer, positions in zip(layers, chosen)}
     masked: dict[str, set[int]] = {}
     for layer, positions in zip(layers, chosen):
@@ -143,20 +144,21 @@ def output_spec(
     sizes = {role.weight: len(analysis.layouts[node].ids) for node, role in analysis.roles.items()
              if isinstance(role, r.PerChannel) and node in analysis.layouts}  # fmt: skip
     masked = {weight: _leave_one(positions, sizes.get(weight)) for weight, positions in masked.items()}
-    for weight, positions in _masked_downstream(gm, analysis, rows_of, masked).items():
+    found, masked_analysis = _masked_downstream(gm, analysis, rows_of, masked)
+    for weight, positions in found.items():
         masked.setdefault(weight, set()).update(positions)
-    return PruneSpec(outputs=masked)
+    return PruneSpec(outputs=masked), masked_analysis
 
 
 def revived_classes(
-    gm: fx.GraphModule, analysis: ChannelAnalysis, layers: list[Layer], chosen: list[list[int]], spec: PruneSpec
+    analysis: ChannelAnalysis, masked_analysis: ChannelAnalysis, layers: list[Layer], chosen: list[list[int]]
 ) -> frozenset[int]:
-    """Chosen output classes that some consumer of the masked model (``spec`` applied) still needs: their zero does
-    not reach it (``sigmoid`` of a masked channel is 0.5). Masking their filters removes nothing, and in mode
+    """Chosen output classes that some consumer of the masked model (``masked_analysis``) still needs: their zero
+    does not reach it (``sigmoid`` of a masked channel is 0.5). Masking their filters removes nothing, and in mode
     ``constrained`` the consumers that do see a zero would drop a channel the others need."""
     dead = {layer.classes[p] for layer, positions in zip(layers, chosen) for p in positions}
     revived = set()
-    for read in analyse_channels(spec.apply(gm)).reads:
+    for read in masked_analysis.reads:
         classes = analysis.classes(read.source)
         revived.update(c for c, needed in zip(classes, read.needed) if needed and c in dead)
     return frozenset(revived)
@@ -172,7 +174,7 @@ def _leave_one(positions: set[int], size: int | None) -> set[int]:
 
 def _masked_downstream(
     gm: fx.GraphModule, analysis: ChannelAnalysis, rows_of: dict[str, list[int]], masked: dict[str, set[int]]
-) -> dict[str, set[int]]:
+) -> tuple[dict[str, set[int]], ChannelAnalysis]:
     """Per-channel layers (BatchNorm, depthwise conv) further on to mask where they carry a channel masked in
     every producer feeding it (DenseNet: a BatchNorm per reader of a ``cat``; an SE gate tied by ``mul``), so that
     its shift or bias does not revive the channel — where the channel is still zero when it reaches them (not
@@ -181,7 +183,8 @@ def _masked_downstream(
     left), so each round masks more and the loop ends.
 
     A per-channel layer right after a producer (through pass-through ops) is masked with the producer's rows by
-    :func:`_following_per_channel`, whatever feeds the channel elsewhere.
+    :func:`_following_per_channel`, whatever feeds the channel elsewhere. Returns what it masked, and the channel
+    analysis of the model with ``masked`` and that applied.
     """
     masked_ids = {analysis.layouts[name].ids[p] for name, rows in rows_of.items() for p in rows}
     ids_of: dict[int, set[int]] = {}
@@ -191,7 +194,8 @@ def _masked_downstream(
     found: dict[str, set[int]] = {}
     work = PruneSpec(outputs=masked).apply(gm)
     while True:
-        zeros = analyse_channels(work).zeros
+        masked_analysis = analyse_channels(work)
+        zeros = masked_analysis.zeros
         new: dict[str, set[int]] = {}
         for node, role in analysis.roles.items():
             if isinstance(role, r.PerChannel) and role.weight and node in analysis.layouts:
@@ -203,7 +207,7 @@ def _masked_downstream(
                 if positions:
                     new[role.weight] = set(positions)
         if not new:
-            return found
+            return found, masked_analysis
         for weight, positions in new.items():
             found.setdefault(weight, set()).update(positions)
         work = PruneSpec(outputs=new).apply(work)
