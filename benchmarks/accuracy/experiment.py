@@ -23,12 +23,14 @@ from .train import TrainConfig, checkpoint_path, predict, trained_model
 
 MODELS = ("resnet18", "mobilenet_v2", "densenet121", "efficientnet_b0")
 DIGITS = DataConfig()  # 32x32, 3 channels, stratified 80/20 split, seed 0
-# Per model: the shortest recipe found that reaches about 95% test accuracy or more on the digits on a 2-core CPU.
+# Per model: the shortest recipe found that reaches 95% test accuracy or more on the digits on a 2-core CPU.
+# efficientnet_b0 unclipped reached 94.4% with seed 0 and 57.2% with seed 2 (it fits even its training images badly);
+# with the gradient norm clipped at 1 it reached 97.2%, 97.8% and 98.9% with seeds 0, 1 and 2.
 TRAINING = {
     "resnet18": TrainConfig(epochs=4),
     "mobilenet_v2": TrainConfig(epochs=12, batch_size=32, lr=1e-2),
     "densenet121": TrainConfig(epochs=3),
-    "efficientnet_b0": TrainConfig(epochs=12, batch_size=32),
+    "efficientnet_b0": TrainConfig(epochs=12, batch_size=32, clip_grad_norm=1.0),
 }
 
 

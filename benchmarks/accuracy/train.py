@@ -2,8 +2,8 @@
 
 :func:`trained_model` returns a torchvision model (``weights=None``, ``num_classes=10``) trained on the digits split,
 loading it from ``${XDG_CACHE_HOME:-~/.cache}/fx_upscale/accuracy/`` when a checkpoint with the same model, seed and
-configuration hash exists (so reruns skip training). Training: AdamW with a one-cycle learning rate, light
-augmentation (``data.augment``), channels-last tensors (faster convolutions on CPU).
+configuration hash exists (so reruns skip training). Training: AdamW with a one-cycle learning rate, optional gradient
+clipping, light augmentation (``data.augment``), channels-last tensors (faster convolutions on CPU).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4
+    clip_grad_norm: float | None = None  # clip the gradient's global L2 norm to this before each step
     seed: int = 0
 
 
@@ -92,7 +93,7 @@ def fit(
     noise: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> None:
-    """Train ``model`` in place (cross-entropy, AdamW, one-cycle schedule)."""
+    """Train ``model`` in place (cross-entropy, AdamW, one-cycle schedule, gradient clipping if configured)."""
     generator = torch.Generator().manual_seed(train.seed)
     n = len(split.train_y)
     steps = train.epochs * (n // train.batch_size)
@@ -108,6 +109,8 @@ def fit(
             loss = F.cross_entropy(model(x), split.train_y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if train.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
             optimizer.step()
             schedule.step()
             step += 1
