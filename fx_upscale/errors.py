@@ -5,6 +5,9 @@ where (node name, op, target, source line), why, and how to fix it.
 """
 from __future__ import annotations
 
+import os
+
+import torch
 import torch.fx as fx
 from torch.fx.node import _get_qualified_name
 
@@ -30,7 +33,7 @@ class UnsupportedGraphError(UpscaleError):
     """A graph structure fx_upscale cannot export exactly."""
 
 
-_LIBRARY_FRAMES = ("/torch/fx/", "/torch/nn/modules/module.py", "/torch/_dynamo/")
+_TORCH_FRAMES = f'"{os.path.dirname(torch.__file__)}{os.sep}'  # the tracer, Module.__call__, F.* dispatch, Dynamo
 
 
 def describe_node(node: fx.Node) -> str:
@@ -47,7 +50,7 @@ def source_line(node: fx.Node) -> str | None:
     if not trace:
         return None
     lines = [line.strip() for line in trace.strip().splitlines() if line.strip().startswith("File ")]
-    lines = [line for line in lines if not any(part in line for part in _LIBRARY_FRAMES)] or lines
+    lines = [line for line in lines if _TORCH_FRAMES not in line] or lines
     if not lines:
         return None
     # 'File "/path/model.py", line 42, in forward'

@@ -8,7 +8,8 @@ the registry never looks at channels itself. Roles:
                        columns) and a *producer* of new output channels (weight rows, bias).
 - :class:`Grouped`     a grouped convolution (``1 < groups``, not depthwise): group ``g`` reads input block ``g`` and
                        writes output block ``g``; a consumer and a producer whose groups keep equal widths.
-- :class:`PerChannel`  BatchNorm and depthwise conv: one parameter slice per channel, channel identity kept.
+- :class:`PerChannel`  BatchNorm (module or ``F.batch_norm``) and depthwise conv: one parameter slice per channel,
+                       channel identity kept.
 - :class:`LayerNorm`   LayerNorm over the channel axis (the last): needs every channel (its statistics), then
                        scales each channel on its own; channels may be reordered, not removed before it.
 - :class:`Pointwise`   activations, pooling, dropout, identity: channel identity kept, no parameters.
@@ -301,6 +302,7 @@ _REDUCE_FUNCTIONS = {torch.mean: "mean", torch.sum: "sum", torch.amax: "amax"}
 _REDUCE_METHODS = {"mean", "sum", "amax"}
 _METADATA_METHODS = {"size", "dim", "numel"}
 _FUNCTIONAL_CONV = {F.conv1d, F.conv2d, F.conv3d}
+_BATCH_NORM_TENSORS = ("running_mean", "running_var", "weight", "bias")  # F.batch_norm's arguments 1-4
 _SPLITS = {
     ("call_function", torch.split), ("call_function", torch.chunk), ("call_method", "split"), ("call_method", "chunk")
 }
@@ -414,6 +416,8 @@ def _classify_function(node: fx.Node) -> Role:
         return _classify_functional_weighted(node)
     if target is F.layer_norm:
         return _classify_functional_layer_norm(node)
+    if target is F.batch_norm:
+        return _classify_functional_batch_norm(node)
     if target in _POINTWISE_FUNCTIONS or qualname in _POINTWISE_BY_NAME:
         return _classify_pointwise_call(node, target not in _ZERO_TO_NONZERO_FUNCTIONS)
     return Unknown("no handler for this function")
@@ -607,6 +611,20 @@ def _classify_functional_layer_norm(node: fx.Node) -> Role:
     owner = next((name.rpartition(".")[0] for name in names if name is not None), None)
     module = owner if owner is not None and isinstance(_owner(node, owner), nn.LayerNorm) else None
     return LayerNorm(data, names[0], names[1], module, functional=True)
+
+
+def _classify_functional_batch_norm(node: fx.Node) -> Role:
+    """``F.batch_norm`` in inference mode with running statistics (how Dynamo's graphs hold BatchNorm)."""
+    data = _data_name(node)
+    tensors = [_arg(node, index, name) for index, name in enumerate(_BATCH_NORM_TENSORS, start=1)]
+    if data is None:
+        return Unknown("batch_norm of something other than a tensor")
+    if _arg(node, 5, "training", False) is not False or tensors[0] is None or tensors[1] is None:
+        return Unknown("batch_norm in training mode or without running statistics normalizes with batch statistics")
+    if not all(t is None or _is_get_attr(t) for t in tensors):
+        return Unknown("batch_norm tensors that are not plain attributes (get_attr) cannot be resliced")
+    mean, var, weight, bias = (str(t.target) if t is not None else None for t in tensors)
+    return PerChannel(data, "batchnorm", weight, bias, None, (), mean, var)
 
 
 def _owner(node: fx.Node, qualname: str) -> nn.Module | None:

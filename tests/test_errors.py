@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from support import assert_exact
 from torch import nn
 
@@ -53,6 +54,28 @@ def test_freeze_keeps_the_channels_crossing_the_op_and_reports_it(x):
     assert result.report.frozen == ("cumsum",)
     assert result.module.conv1.out_channels == 8  # read in full by cumsum
     assert result.module.conv3.in_channels == 6  # its own segment is not frozen
+    assert_exact(result, spec.apply(model), x)
+
+
+class BatchStatistics(CumsumBetweenConvs):
+    """F.batch_norm in training mode normalizes each channel with statistics of the batch it is given."""
+
+    def forward(self, x):
+        y = self.conv1(x)
+        return self.conv3(self.conv2(y) + F.batch_norm(y, None, None, training=True))  # BATCH-STATISTICS
+
+
+def test_functional_batch_norm_with_batch_statistics_is_unsupported(x):
+    model = BatchStatistics().double().eval()
+    spec = PruneSpec(inputs={"conv2.weight": [0, 3], "conv3.weight": [1, 2]})
+    with pytest.raises(UnsupportedOpError) as error:
+        fx_upscale.export(model, x, spec=spec)
+    message = str(error.value)
+    assert "node 'batch_norm' (call_function torch.nn.functional.batch_norm)" in message
+    assert f"test_errors.py:{_line_of('BATCH-' + 'STATISTICS')}" in message  # not torch's dispatch code
+    assert "batch statistics" in message
+    result = fx_upscale.export(model, x, spec=spec, on_unsupported="freeze")
+    assert result.report.frozen == ("batch_norm",) and result.module.conv1.out_channels == 8
     assert_exact(result, spec.apply(model), x)
 
 

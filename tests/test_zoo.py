@@ -566,6 +566,32 @@ class FunctionalDepthwiseBias(Zoo):
         return self.head(F.relu(self.dw(F.relu(self.conv1(x)))))
 
 
+class FunctionalBatchNorm(Zoo):
+    """16d. ``F.batch_norm`` in inference mode (how Dynamo's graphs hold BatchNorm), on attribute tensors: the
+    model's own, and those of an ``nn.BatchNorm2d`` it calls functionally."""
+
+    first, last = ("conv1.weight",), ("conv3.weight",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.norm_weight = nn.Parameter(torch.rand(8) + 0.5)
+        self.norm_bias = nn.Parameter(torch.randn(8) * 0.1)
+        self.register_buffer("norm_mean", torch.randn(8) * 0.1)
+        self.register_buffer("norm_var", torch.rand(8) + 0.5)
+        self.conv2 = nn.Conv2d(8, 10, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(10)
+        self.conv3 = nn.Conv2d(10, 6, 1)
+
+    def forward(self, x):
+        h = self.conv1(x)
+        h = F.batch_norm(h, self.norm_mean, self.norm_var, self.norm_weight, self.norm_bias, False, 0.0, 1e-5)
+        h = self.conv2(F.relu(h))
+        bn = self.bn
+        h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        return self.conv3(F.relu(h))
+
+
 class DiamondPointwise(Zoo):
     """17a. producer -> (max pool | avg pool) -> add -> consumer: one consumer reached through two paths."""
 
@@ -818,7 +844,7 @@ ZOO: dict[str, type[Zoo]] = {
         Pooling, FlattenLinear, FlattenChain, Residual, FanOutCat, FanOutSum, TwoConsumers,
         CatOneConsumer, CatManyConsumers,
         NestedCat, SqueezeExcite, SpatialAttention, Arithmetic, Functional, FunctionalDepthwise,
-        FunctionalDepthwiseBias, DiamondPointwise, DiamondConv,
+        FunctionalDepthwiseBias, FunctionalBatchNorm, DiamondPointwise, DiamondConv,
         DenseBlock, ChannelScale, TransposedConv, ConvNeXtBlock, TokenMLP, WindowReshape, ChunkBranches,
         SlicedChannels, ChannelShuffle,
     )
