@@ -9,7 +9,8 @@ Ops (``Op.kind``):
 
 - ``conv``    Conv2d(c, out, k in {1, 3}, padding=k//2, groups=1, bias or not)
 - ``dw``      depthwise Conv2d(c, c, 3, padding=1, groups=c, bias or not)
-- ``bn``      BatchNorm2d(c) with randomized running statistics and affine parameters
+- ``bn``      BatchNorm2d(c) with randomized running statistics and affine parameters, called as a module or
+              through ``F.batch_norm`` on its tensors (how Dynamo's graphs hold BatchNorm)
 - ``act``     ReLU / SiLU / Sigmoid / Hardswish, as a module or as a function
 - ``pool``    MaxPool2d / AvgPool2d (3, stride 1, padding 1), keeping the shape
 - ``add``     a + b of two values with the same channel count (now and then a + a)
@@ -55,7 +56,7 @@ class Op:
     k: int = 1  # conv kernel size
     bias: bool = True  # conv / dw / se convs
     variant: str = ""  # act: its name; pool: "max" | "avg"
-    functional: bool = False  # act: a function call instead of a module
+    functional: bool = False  # act, bn: a function call instead of a module call; slice: torch.narrow
     groups: int = 1  # gconv: groups; chunk: pieces; shuffle: groups
     piece: int = 0  # chunk / split: which piece
     span: tuple[int, int] = (0, 0)  # split: (first size, width); slice: (start, stop)
@@ -64,6 +65,9 @@ class Op:
         """One line of Python for value ``v{i}`` (for reports)."""
         a = [f"v{s}" for s in self.srcs]
         m = f"self.m{i}"
+        if self.kind == "bn" and self.functional:
+            tensors = ", ".join(f"{m}.{t}" for t in ("running_mean", "running_var", "weight", "bias"))
+            return f"v{i} = F.batch_norm({a[0]}, {tensors}, False, 0.0, {m}.eps)"
         if self.kind in ("conv", "dw", "bn") or self.kind == "pool" or (self.kind == "act" and not self.functional):
             return f"v{i} = {m}({a[0]})"
         if self.kind == "act":
@@ -199,6 +203,9 @@ class RandomNet(nn.Module):
             args = [values[s] for s in op.srcs]
             if op.kind == "act" and op.functional:
                 out = _ACT_FUNCTIONS[op.variant](args[0])
+            elif op.kind == "bn" and op.functional:
+                bn = getattr(self, f"m{i}")
+                out = F.batch_norm(args[0], bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
             elif op.kind == "add":
                 out = args[0] + args[1]
             elif op.kind == "cat":
@@ -312,8 +319,10 @@ def programs(draw, profile: Profile = PROFILES["mixed"]) -> Program:
         if kind == "conv":
             op = Op("conv", (_recent(draw, n),), draw(st.integers(2, 12)), draw(st.sampled_from((1, 3))),
                     draw(st.booleans()))  # fmt: skip
-        elif kind in ("dw", "bn"):
+        elif kind == "dw":
             op = Op(kind, (_recent(draw, n),), bias=draw(st.booleans()))
+        elif kind == "bn":
+            op = Op(kind, (_recent(draw, n),), functional=draw(st.booleans()))
         elif kind == "act":
             op = Op("act", (_recent(draw, n),), variant=draw(st.sampled_from(ACTS)), functional=draw(st.booleans()))
         elif kind == "pool":
