@@ -127,8 +127,7 @@ class PruneSpec:
                 weight = params.get(name)
                 if weight is None:
                     raise SpecError(_unknown_name_message(name, side, params))
-                its_weight = name.removesuffix("bias") + "weight"
-                if name.endswith("bias") and its_weight in params:
+                if name.endswith("bias") and (its_weight := name.removesuffix("bias") + "weight") in params:
                     raise SpecError(
                         f"PruneSpec.{side} names {name!r}, a bias; name its weight {its_weight!r} instead (a pruned "
                         "output channel takes its bias entry with it)"

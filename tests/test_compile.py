@@ -20,10 +20,15 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _exported(name: str):
+def _masked(name: str):
+    """A torchvision model, an example input and a 30% L2 input-side mask of it."""
     model = randomize_batchnorm(getattr(torchvision.models, name)(weights=None)).eval()
     x = torch.randn(1, 3, 64, 64)
-    spec = fx_upscale.mask(model, x, amount=0.3)
+    return model, x, fx_upscale.mask(model, x, amount=0.3)
+
+
+def _exported(name: str):
+    model, x, spec = _masked(name)
     return fx_upscale.export(model, x, spec=spec), x
 
 
@@ -81,9 +86,8 @@ def test_backend_prunes_a_graph_whose_weights_are_attributes():
 def test_backend_prunes_resnet18_as_much_as_exporting_first():
     """Dynamo's graph holds BatchNorm as ``F.batch_norm`` on attribute tensors; the registry maps it like the module,
     so the backend plans what export-first plans (unmapped, it was a barrier: 17 gathers, 8.2 M parameters)."""
-    model = randomize_batchnorm(torchvision.models.resnet18(weights=None)).eval()
-    x = torch.randn(1, 3, 64, 64)
-    masked = fx_upscale.mask(model, x, amount=0.3).apply(model)
+    model, x, spec = _masked("resnet18")
+    masked = spec.apply(model)
     first = fx_upscale.export(masked, x).report
     backend = fx_upscale.compile_backend(delegate="eager")
     actual = _compile_with_attribute_weights(masked, backend, x)

@@ -19,6 +19,7 @@ Start reading at :func:`mask`; ``layers.py`` says which layers take part, ``choo
 """
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Callable, Iterable, Sequence
 
@@ -67,20 +68,30 @@ def mask(
     score = _scorer(graph_module, analysis, heuristic, [layer for s in sides for layer in layers_of[s]], calibration)
     spec = PruneSpec()
     for s in sides:
-        layers, scores = layers_of[s], [score(layer) for layer in layers_of[s]]
-        while True:
-            chosen = choose([layer.classes for layer in layers], scores, amount, groups=groups, pinned=pinned[s],
-                            scope=scope)  # fmt: skip
-            if s == "input":
-                side_spec = lay.input_spec(layers, chosen)
-                break
-            side_spec, masked_analysis = lay.output_spec(graph_module, analysis, layers, chosen)
-            revived = lay.revived_classes(analysis, masked_analysis, layers, chosen) if constrained else None
-            if not revived:
-                break
-            pinned[s] = pinned[s] | revived  # choose again without them: masking them would remove nothing
-        spec = spec.merged(side_spec)
+        layers = layers_of[s]
+        pick = functools.partial(choose, [layer.classes for layer in layers], [score(layer) for layer in layers],
+                                 amount, groups=groups, scope=scope)  # fmt: skip
+        if s == "input":
+            spec = spec.merged(lay.input_spec(layers, pick(pinned=pinned[s])))
+        else:
+            spec = spec.merged(_output_spec(graph_module, analysis, layers, pick, pinned[s], constrained))
     return spec
+
+
+def _output_spec(
+    gm: fx.GraphModule, analysis: ChannelAnalysis, layers: list[lay.Layer], pick: Callable[..., list[list[int]]],
+    pinned: frozenset[int], constrained: bool,
+) -> PruneSpec:
+    """The output-side spec of the filters ``pick(pinned=...)`` chooses. With ``constrained``, chosen classes that a
+    consumer of the masked model still needs (revived on their way to it) are pinned and the choice made again:
+    masking them would remove nothing. Each round pins chosen, so unpinned, classes: the loop ends."""
+    while True:
+        chosen = pick(pinned=pinned)
+        spec, masked_analysis = lay.output_spec(gm, analysis, layers, chosen)
+        revived = lay.revived_classes(analysis, masked_analysis, layers, chosen) if constrained else frozenset()
+        if not revived:
+            return spec
+        pinned = pinned | revived
 
 
 def _layers(analysis: ChannelAnalysis, side: str, pinned: frozenset[int], constrained: bool) -> list[lay.Layer]:
