@@ -9,6 +9,7 @@ table.
 
     python benchmarks/copies.py [--models resnet18 ...] [--amounts 0.1 0.3 0.5] [--out benchmarks/results/copies.csv]
 """
+
 from __future__ import annotations
 
 import argparse

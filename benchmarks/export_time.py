@@ -8,6 +8,7 @@
 
     python benchmarks/export_time.py [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,10 @@ def main() -> None:
             fx_upscale.export(model, x, spec=spec)
             seconds[name].append(time.perf_counter() - start)
     seconds["synthetic plan: 512 consumers x 1024 channels"] = synthetic_plan_seconds(args.repeats)
-    print(f"threads 1, {args.repeats} interleaved repeats, load average {load_before:.2f} before / "
-          f"{os.getloadavg()[0]:.2f} after, torch {torch.__version__}")
+    print(
+        f"threads 1, {args.repeats} interleaved repeats, load average {load_before:.2f} before / "
+        f"{os.getloadavg()[0]:.2f} after, torch {torch.__version__}"
+    )
     print("| case | median s | min s | max s |")
     print("|---|---|---|---|")
     for name, values in seconds.items():

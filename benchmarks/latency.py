@@ -9,6 +9,7 @@ bar plot (``benchmarks/latency[-compile][-cuda].png``), and prints the README ta
 
     python benchmarks/latency.py [--repeats 15] [--threads 1] [--batch 1 8] [--compile] [--device cuda]
 """
+
 from __future__ import annotations
 
 import argparse

@@ -14,6 +14,7 @@ A model that fails is recorded with its error and the run goes on.
 
     python benchmarks/zoo.py [--large] [--models NAME ...] [--out benchmarks/results/zoo.csv]
 """
+
 from __future__ import annotations
 
 import argparse

@@ -8,6 +8,7 @@ custom ops. Around the export: :func:`compile_backend` (``compile.py``) prunes i
 ``torch.compile``; :func:`save` / :func:`load` (``serialization.py``) write and read a pruned model as a ``.pt2``
 file; ``passes/`` composes with other passes under ``PassManager``.
 """
+
 from .compile import compile_backend
 from .errors import SpecError, TracingError, UnsupportedGraphError, UnsupportedOpError, UpscaleError
 from .export import ExportResult, export, plan

@@ -1,4 +1,5 @@
 """``python -m fx_upscale``: the ``fx-upscale`` command line (``cli.py``)."""
+
 import sys
 
 from .cli import main

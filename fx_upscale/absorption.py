@@ -9,6 +9,7 @@ ops in between are resliced. No copy is inserted; the ``cat`` itself copies less
 :func:`absorbing_chain` says whether a consumer's read can be absorbed; :func:`cat_pieces` cuts the selection into
 per-input runs. Start reading at :func:`absorbing_chain`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -13,6 +13,7 @@ op the registry cannot map) needs every position, in its original order.
 
 Start reading at :func:`analyse_channels`; the per-role rules are the ``_visit_*`` methods of ``_Walk``.
 """
+
 from __future__ import annotations
 
 import math
@@ -159,8 +160,13 @@ class _Walk:
         known = self.layouts.get(name)
         if known is not None:
             return known if known.axis == axis else None
-        if not _is_tensor(node) or node.op not in ("placeholder", "get_attr", "call_module", "call_function",
-                                                   "call_method"):
+        if not _is_tensor(node) or node.op not in (
+            "placeholder",
+            "get_attr",
+            "call_module",
+            "call_function",
+            "call_method",
+        ):
             return None
         layout = Layout(axis, self.fresh(name, _shape(node)[axis], frozen))
         self.layouts[name] = layout

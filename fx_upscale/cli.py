@@ -10,6 +10,7 @@
 MODEL is a torchvision model name (needs ``fx_upscale[models]``) or ``package.module:factory``. Errors print one
 line (``--debug`` shows the traceback). Start reading at :func:`main`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -261,8 +262,11 @@ def summary_markdown(args: argparse.Namespace, pruned: Pruned) -> str:
         ("input", f"{shape} {args.dtype}"),
         ("masks", f"{args.amount:.0%} {args.side}-side {args.method} {args.heuristic}, {args.scope} scope"),
         ("export mode", args.mode),
-        ("parameters", f"{report.params_before:,} → {report.params_after:,} "
-                       f"({100 * report.params_after / max(1, report.params_before):.1f}%)"),
+        (
+            "parameters",
+            f"{report.params_before:,} → {report.params_after:,} "
+            f"({100 * report.params_after / max(1, report.params_before):.1f}%)",
+        ),
         ("gathers / narrows / absorbed", f"{report.gathers} / {report.narrows} / {report.absorbed}"),
         ("copied per forward", f"{report.copied_elements:,} elements ({report.copied_bytes:,} bytes)"),
         ("extra pruned channels", f"{report.extra_pruned_channels}"),
@@ -330,9 +334,14 @@ def explain_text(segments: Sequence) -> str:
         if segment.frozen_by:
             head += f"; frozen by {', '.join(segment.frozen_by)}"
         rows = [
-            {"consumer": c.node, "reads": c.source, "access": c.access,
-             "needed/available": f"{c.channels_needed}/{c.channels_available}",
-             "copied": f"{c.copied_elements:,}", "why": c.reason}  # fmt: skip
+            {
+                "consumer": c.node,
+                "reads": c.source,
+                "access": c.access,
+                "needed/available": f"{c.channels_needed}/{c.channels_available}",
+                "copied": f"{c.copied_elements:,}",
+                "why": c.reason,
+            }  # fmt: skip
             for c in segment.consumers
         ]
         table = "\n".join(line.rstrip() for line in format_table(rows).splitlines()) if rows else "(no consumers)"
@@ -477,35 +486,69 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_mask_options(parser: argparse.ArgumentParser, *, models: str) -> None:
-    parser.add_argument("--amount", type=_fraction, default=0.3,
-                        help="fraction of the channels of each layer to mask, in [0, 1) (default 0.3)")
-    parser.add_argument("--heuristic", choices=HEURISTICS, default="l2",
-                        help="channel score: l1/l2 norm, lamp, fpgm (geometric median), hrank (feature-map rank "
-                             "over --calibration batches); the lowest are masked (default l2)")
-    parser.add_argument("--side", choices=("input", "output", "both"), default="input",
-                        help="mask consumers' input channels (weight columns), producers' output channels "
-                             "(filters), or both (default input)")
-    parser.add_argument("--method", choices=("unconstrained", "constrained"), default="unconstrained",
-                        help="each layer chooses alone, or coupled layers share one choice (default unconstrained)")
-    parser.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W",
-                        help=f"example input shape (default: the model's, 1,3,224,224 for most {models})")
+    parser.add_argument(
+        "--amount",
+        type=_fraction,
+        default=0.3,
+        help="fraction of the channels of each layer to mask, in [0, 1) (default 0.3)",
+    )
+    parser.add_argument(
+        "--heuristic",
+        choices=HEURISTICS,
+        default="l2",
+        help="channel score: l1/l2 norm, lamp, fpgm (geometric median), hrank (feature-map rank "
+        "over --calibration batches); the lowest are masked (default l2)",
+    )
+    parser.add_argument(
+        "--side",
+        choices=("input", "output", "both"),
+        default="input",
+        help="mask consumers' input channels (weight columns), producers' output channels "
+        "(filters), or both (default input)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=("unconstrained", "constrained"),
+        default="unconstrained",
+        help="each layer chooses alone, or coupled layers share one choice (default unconstrained)",
+    )
+    parser.add_argument(
+        "--input-shape",
+        type=parse_shape,
+        metavar="N,C,H,W",
+        help=f"example input shape (default: the model's, 1,3,224,224 for most {models})",
+    )
     parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="model and input dtype")
     parser.add_argument("--seed", type=int, default=0, help="seed for the model's initialisation and the input")
 
 
 def _add_prune_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL",
-                        help="a torchvision model name (resnet50, ...) or package.module:factory (called with no "
-                             "arguments; modules in the current directory are found)")
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a torchvision model name (resnet50, ...) or package.module:factory (called with no "
+        "arguments; modules in the current directory are found)",
+    )
     parser.add_argument("--weights", metavar="PATH", help="a state_dict file to load (default: as constructed)")
     _add_mask_options(parser, models="torchvision models")
-    parser.add_argument("--scope", choices=("local", "global"), default="local",
-                        help="amount per layer, or over the whole model under one threshold (default local)")
-    parser.add_argument("--calibration", metavar="PATH",
-                        help="for --heuristic hrank: a .pt file holding an input batch or a list of batches")
-    parser.add_argument("--mode", choices=MODES, default="upscale",
-                        help="export: upscale (reorder channels, gather only where unavoidable), baseline (a "
-                             "gather for every subset) or constrained (no copies, drops more) (default upscale)")
+    parser.add_argument(
+        "--scope",
+        choices=("local", "global"),
+        default="local",
+        help="amount per layer, or over the whole model under one threshold (default local)",
+    )
+    parser.add_argument(
+        "--calibration",
+        metavar="PATH",
+        help="for --heuristic hrank: a .pt file holding an input batch or a list of batches",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="upscale",
+        help="export: upscale (reorder channels, gather only where unavoidable), baseline (a "
+        "gather for every subset) or constrained (no copies, drops more) (default upscale)",
+    )
     _add_common(parser)
 
 
@@ -541,15 +584,27 @@ BENCH_DESCRIPTION = (
 
 
 def _add_bench_parser(commands) -> None:
-    bench = commands.add_parser("bench", help="latency: unpruned vs constrained, baseline, upscale and a copy-free "
-                                "oracle", description=BENCH_DESCRIPTION)
+    bench = commands.add_parser(
+        "bench",
+        help="latency: unpruned vs constrained, baseline, upscale and a copy-free oracle",
+        description=BENCH_DESCRIPTION,
+    )
     bench.add_argument("models", nargs="+", metavar="MODEL", help="models to time")
     _add_mask_options(bench, models="torchvision models; the batch dimension is replaced by each --batch")
     bench.add_argument("--batch", type=_positive, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
-    bench.add_argument("--backend", choices=lat.BACKENDS, nargs="+", default=["eager"],
-                       help="eager and/or compile (torch.compile, inductor) (default eager)")
-    bench.add_argument("--compile-models", nargs="+", metavar="MODEL",
-                       help="run --backend compile only for these models (default: all)")
+    bench.add_argument(
+        "--backend",
+        choices=lat.BACKENDS,
+        nargs="+",
+        default=["eager"],
+        help="eager and/or compile (torch.compile, inductor) (default eager)",
+    )
+    bench.add_argument(
+        "--compile-models",
+        nargs="+",
+        metavar="MODEL",
+        help="run --backend compile only for these models (default: all)",
+    )
     bench.add_argument("--threads", type=_positive, default=1, help="torch threads (default 1)")
     bench.add_argument("--repeats", type=_positive, default=10, help="timed rounds over all variants (default 10)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed calls per variant first (default 2)")

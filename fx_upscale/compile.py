@@ -11,6 +11,7 @@ Start at :func:`compile_backend`. Two ways to combine fx_upscale with ``torch.co
 
 The compiled graph holds the pruned weights (a frozen copy): later changes to the model's weights do not reach it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -73,8 +74,11 @@ def compile_backend(
 
 def _concrete_inputs(graph_module: fx.GraphModule, example_inputs: Sequence) -> tuple[torch.Tensor, ...]:
     placeholders = [node for node in graph_module.graph.nodes if node.op == "placeholder"]
-    lifted = [node.target for node, value in zip(placeholders, example_inputs)
-              if isinstance(value, nn.Parameter) or any(part in str(node.target) for part in _LIFTED)]
+    lifted = [
+        node.target
+        for node, value in zip(placeholders, example_inputs)
+        if isinstance(value, nn.Parameter) or any(part in str(node.target) for part in _LIFTED)
+    ]
     if lifted:
         raise UnsupportedGraphError(
             f"torch.compile handed fx_upscale a graph whose weights are graph inputs ({', '.join(lifted[:3])}"
@@ -83,8 +87,11 @@ def _concrete_inputs(graph_module: fx.GraphModule, example_inputs: Sequence) -> 
         )
     from torch._subclasses.fake_tensor import FakeTensor
 
-    symbolic = [node.target for node, value in zip(placeholders, example_inputs)
-                if not isinstance(value, torch.Tensor) or isinstance(value, FakeTensor)]
+    symbolic = [
+        node.target
+        for node, value in zip(placeholders, example_inputs)
+        if not isinstance(value, torch.Tensor) or isinstance(value, FakeTensor)
+    ]
     if symbolic:
         raise UnsupportedGraphError(
             f"torch.compile handed fx_upscale symbolic inputs ({', '.join(map(str, symbolic[:3]))}): pruning needs "

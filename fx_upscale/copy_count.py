@@ -5,6 +5,7 @@ of ``index_select``, ``index``, ``gather``, ``cat``, ``clone`` (which ``contiguo
 ``_to_copy`` and ``copy_``. It sees the ops dispatched from Python-level calls; copies a kernel makes internally (a
 convolution making a strided input contiguous) are below it and not counted.
 """
+
 from __future__ import annotations
 
 from collections import Counter

@@ -6,6 +6,7 @@ three modes, and print what each export costs and how exact it is.
 Needs torchvision (``pip install fx_upscale[models]``); weights are random (``weights=None``, seeded), so no
 download happens.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -3,6 +3,7 @@
 Every error raised on bad input derives from :class:`UpscaleError`; each message says what went wrong,
 where (node name, op, target, source line), why, and how to fix it.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 trace (private copy) -> :func:`plan` (analyse channels, find segments, plan for a mode) -> ChannelReorderPass ->
 CleanupPass.
 """
+
 from __future__ import annotations
 
 import time

@@ -10,6 +10,7 @@ to make a strided input (a ``narrow`` view of the channel axis at batch > 1) con
 Used by ``fx-upscale bench`` (``cli.py``) and ``benchmarks/latency.py``; :func:`format_table` and :func:`plot` show
 the results.
 """
+
 from __future__ import annotations
 
 import copy
@@ -123,8 +124,19 @@ def measure(
     load_after = os.getloadavg()[0]
     device = str(inputs.device)
     return [
-        Timing(name, inputs.shape[0], backend, variant, device, torch.get_num_threads(), repeats,
-               *summarize(samples[backend, variant]), load_before, load_after, *copies[variant])  # fmt: skip
+        Timing(
+            name,
+            inputs.shape[0],
+            backend,
+            variant,
+            device,
+            torch.get_num_threads(),
+            repeats,
+            *summarize(samples[backend, variant]),
+            load_before,
+            load_after,
+            *copies[variant],
+        )  # fmt: skip
         for backend, variant in callables
     ]
 
@@ -200,7 +212,8 @@ def format_table(timings: Sequence[Timing]) -> str:
         groups.setdefault((t.model, t.batch, t.backend), {})[t.variant] = t
     present = [v for v in VARIANTS if any(v in row for row in groups.values())]
     lines = [
-        "| model | batch | backend | " + " | ".join(f"{v} ms" for v in present)
+        "| model | batch | backend | "
+        + " | ".join(f"{v} ms" for v in present)
         + " | upscale / oracle | upscale / baseline |",
         "|---|---|---|" + "---|" * (len(present) + 2),
     ]

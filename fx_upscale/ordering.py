@@ -29,6 +29,7 @@ original order. Otherwise heuristic: on 300 random small instances checked again
 Complexity: O(readers x channels) for the PQ-trees, O(passes x units x readers x channels) for the descent;
 polynomial throughout.
 """
+
 from __future__ import annotations
 
 import copy

@@ -17,6 +17,7 @@ Per segment (see ``segments.py``), the planner decides
 The plan is a frozen value: parameter slices, module attribute updates, node argument updates, and consumer
 accesses, all named by qualified parameter / module / FX node names. Start reading at :func:`plan_channels`.
 """
+
 from __future__ import annotations
 
 import math

@@ -20,6 +20,7 @@ True
 >>> tree.reduce({0, 5})  # 0-3-5 is a path: 0 and 5 cannot also be adjacent
 False
 """
+
 from __future__ import annotations
 
 import re

@@ -31,6 +31,7 @@ them (the recipe ``passes/custom_op.py`` shows both); registered module types ar
 
 Start reading at :func:`classify`.
 """
+
 from __future__ import annotations
 
 import math
@@ -159,7 +160,6 @@ class Reshape:
     after: tuple[int, ...]
     constant_axes: frozenset[int] = frozenset()  # output axes whose size is a literal in the graph
 
-
     def channel_axis_after(self, axis: int) -> int | None:
         """Where input axis ``axis`` is in the output, if the reshape keeps it whole as one axis."""
         leading = math.prod(self.before[:axis])
@@ -214,8 +214,25 @@ class Unknown:
 
 
 Role = (
-    Source | Weighted | Grouped | PerChannel | LayerNorm | Pointwise | Permute | Elementwise | Concat | Split | Piece
-    | Slice | Flatten | Reshape | Reduce | Metadata | Output | GetAttr | Unknown
+    Source
+    | Weighted
+    | Grouped
+    | PerChannel
+    | LayerNorm
+    | Pointwise
+    | Permute
+    | Elementwise
+    | Concat
+    | Split
+    | Piece
+    | Slice
+    | Flatten
+    | Reshape
+    | Reduce
+    | Metadata
+    | Output
+    | GetAttr
+    | Unknown
 )
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -288,6 +305,8 @@ def unregister(target: Any) -> None:
 def is_registered_module(module: nn.Module) -> bool:
     """Whether a handler is registered for ``module``'s type (the tracer keeps such modules whole)."""
     return type(module) in _CUSTOM_PER_CHANNEL or type(module) in _CUSTOM_POINTWISE
+
+
 _ELEMENTWISE_FUNCTIONS = {
     operator.add: "add", operator.iadd: "add", torch.add: "add",
     operator.sub: "sub", operator.isub: "sub", torch.sub: "sub",
@@ -304,7 +323,10 @@ _METADATA_METHODS = {"size", "dim", "numel"}
 _FUNCTIONAL_CONV = {F.conv1d, F.conv2d, F.conv3d}
 _BATCH_NORM_TENSORS = ("running_mean", "running_var", "weight", "bias")  # F.batch_norm's arguments 1-4
 _SPLITS = {
-    ("call_function", torch.split), ("call_function", torch.chunk), ("call_method", "split"), ("call_method", "chunk")
+    ("call_function", torch.split),
+    ("call_function", torch.chunk),
+    ("call_method", "split"),
+    ("call_method", "chunk"),
 }
 
 

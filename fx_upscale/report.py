@@ -3,6 +3,7 @@
 Built by :func:`build_report` from the plan and the exported module; every count is read from the plan or the
 generated graph (``gathers`` is the number of ``index_select`` nodes fx_upscale inserted).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,9 +67,7 @@ class ExportReport:
         )
 
 
-def build_report(
-    plan: ChannelPlan, module: fx.GraphModule, params_before: int, seconds: float
-) -> ExportReport:
+def build_report(plan: ChannelPlan, module: fx.GraphModule, params_before: int, seconds: float) -> ExportReport:
     inserted = [node for node in module.graph.nodes if "upscale" in node.meta and "access" in node.meta["upscale"]]
     segments = tuple(_segment_report(segment) for segment in plan.segments)
     return ExportReport(

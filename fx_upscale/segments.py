@@ -7,6 +7,7 @@ tensor they read: a conv reads one segment and owns the next.
 
 Start reading at :func:`find_segments`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

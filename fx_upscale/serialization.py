@@ -6,6 +6,7 @@ and writes the ``ExportedProgram`` with ``torch.export.save``; :func:`load` read
 returns ``program.module()``, a runnable ``nn.Module``. Use ``torch.export.load(path)`` directly for the
 ``ExportedProgram`` itself.
 """
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@ is measured against that masked model.
 
 Start reading at :class:`PruneSpec`.
 """
+
 from __future__ import annotations
 
 import copy

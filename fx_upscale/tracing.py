@@ -5,6 +5,7 @@
 recorded (so errors can point at source lines), removes dead code, and runs the copy on the example inputs so every
 node carries ``meta["tensor_meta"]``. Every failure on the way is a :class:`TracingError` naming the culprit.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -8,6 +8,7 @@
    inputs, which cannot be resliced, and the backend says so.
 Both print the largest difference from the masked model in eager mode.
 """
+
 import sys
 
 import torch
@@ -36,8 +37,9 @@ def main(backend: str = "inductor") -> None:
         with torch._dynamo.config.patch(install_free_tensors=True):
             compiled = torch.compile(masked, backend=upscale, dynamic=False)
             diff = (compiled(x) - expected).abs().max().item()
-        print(f"backend={upscale.__name__}: {upscale.results[0].report.summary()}; "
-              f"max |compiled - masked| = {diff:.1e}")
+        print(
+            f"backend={upscale.__name__}: {upscale.results[0].report.summary()}; max |compiled - masked| = {diff:.1e}"
+        )
 
 
 if __name__ == "__main__":

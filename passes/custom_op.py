@@ -12,6 +12,7 @@ tell whether the op keeps channel identity. Two declarations cover most custom l
 
 Registered module types are traced as leaves. The recipe prints the error first, then the exact export.
 """
+
 import torch
 from torch import nn
 
@@ -69,8 +70,10 @@ def main() -> None:
         fx_upscale.unregister(SoftClip)
     with torch.no_grad():
         diff = (result.module(x) - spec.apply(model)(x)).abs().max().item()
-    print(f"after registering: conv1 keeps {result.module.conv1.out_channels} of 16 filters, "
-          f"affine.gain has {result.module.affine.gain.numel()} entries, max |exported - masked| = {diff:.2e}")
+    print(
+        f"after registering: conv1 keeps {result.module.conv1.out_channels} of 16 filters, "
+        f"affine.gain has {result.module.affine.gain.numel()} entries, max |exported - masked| = {diff:.2e}"
+    )
 
 
 if __name__ == "__main__":

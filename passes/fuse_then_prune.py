@@ -8,6 +8,7 @@
    changes nothing, so it stops there).
 Each prints the largest difference from the masked model.
 """
+
 import torch
 import torchvision
 from torch.fx.experimental.optimization import fuse
@@ -51,8 +52,10 @@ def main() -> None:
     pipeline = manager(graph_module)
     diff = (pipeline.graph_module(x) - spec.apply(model)(x)).abs().max().item()
     rerun = manager(pipeline.graph_module).modified
-    print(f"PassManager pipeline: modified={pipeline.modified}, rerun modified={rerun}; "
-          f"max |exported - masked| = {diff:.1e}")
+    print(
+        f"PassManager pipeline: modified={pipeline.modified}, rerun modified={rerun}; "
+        f"max |exported - masked| = {diff:.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ fx_upscale.save runs torch.export.export on the pruned module and torch.export.s
 torch.export.load(path).module(). The reload runs in a fresh Python process that imports neither torchvision nor
 the model, and prints the largest difference from the pruned module.
 """
+
 import subprocess
 import sys
 import tempfile
@@ -35,11 +36,14 @@ def main(path: str | None = None) -> None:
         fx_upscale.save(result, path)
         with torch.no_grad():
             torch.save({"x": x, "y": result.module(x)}, Path(tmp) / "io.pt")
-        done = subprocess.run([sys.executable, "-c", RELOAD, path, str(Path(tmp) / "io.pt")],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", RELOAD, path, str(Path(tmp) / "io.pt")], capture_output=True, text=True, check=True
+        )
     diff, imported = done.stdout.split()
-    print(f"saved {result.report.params_after:,} parameters to {Path(path).name}; reloaded in a fresh process "
-          f"(torchvision imported: {imported}): max |reloaded - pruned| = {float(diff):.1e}")
+    print(
+        f"saved {result.report.params_after:,} parameters to {Path(path).name}; reloaded in a fresh process "
+        f"(torchvision imported: {imported}): max |reloaded - pruned| = {float(diff):.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Test-wide settings: one thread (the machine is shared), deterministic seeds."""
+
 import os
 
 import pytest

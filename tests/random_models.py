@@ -25,6 +25,7 @@ Ops (``Op.kind``):
 Values that no op reads are concatenated (channel axis) before the head, so that every op is live. Heads:
 ``gap`` (AdaptiveAvgPool2d(1), flatten, Linear), ``mean`` (mean over H, W, Linear), ``flatten`` (flatten, Linear).
 """
+
 from __future__ import annotations
 
 import random
@@ -230,7 +231,6 @@ class RandomNet(nn.Module):
             h = torch.flatten(h, 1)
         return self.fc(h)
 
-
     def _reshuffle(self, i: int, op: Op, v):
         """The ops that cut, move or normalize the channel axis."""
         if op.kind == "chunk":
@@ -276,8 +276,20 @@ PROFILES = {
     "mixed": Profile(),
     "structured": Profile(
         max_ops=9,
-        weights={"conv": 3, "dw": 1, "bn": 1, "act": 1, "add": 2, "cat": 2, "gconv": 3, "chunk": 2, "split": 2,
-                 "slice": 2, "shuffle": 2, "ln": 1},
+        weights={
+            "conv": 3,
+            "dw": 1,
+            "bn": 1,
+            "act": 1,
+            "add": 2,
+            "cat": 2,
+            "gconv": 3,
+            "chunk": 2,
+            "split": 2,
+            "slice": 2,
+            "shuffle": 2,
+            "ln": 1,
+        },
     ),  # fmt: skip
     "branchy": Profile(
         max_ops=10, weights={"conv": 4, "dw": 1, "bn": 1, "act": 1, "pool": 1, "add": 3, "se": 1, "cat": 4}
@@ -292,8 +304,22 @@ PROFILES = {
 LONG_PROFILES = PROFILES | {
     "large": Profile(
         max_ops=16,
-        weights={"conv": 4, "dw": 2, "bn": 2, "act": 2, "pool": 1, "add": 3, "se": 2, "cat": 3, "gconv": 1, "chunk": 1,
-                 "split": 1, "slice": 1, "shuffle": 1, "ln": 1},
+        weights={
+            "conv": 4,
+            "dw": 2,
+            "bn": 2,
+            "act": 2,
+            "pool": 1,
+            "add": 3,
+            "se": 2,
+            "cat": 3,
+            "gconv": 1,
+            "chunk": 1,
+            "split": 1,
+            "slice": 1,
+            "shuffle": 1,
+            "ln": 1,
+        },
     ),  # fmt: skip
 }
 

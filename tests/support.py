@@ -1,4 +1,5 @@
 """Helpers shared by the tests: realistic BatchNorm statistics, exactness checks, graph op counts."""
+
 from __future__ import annotations
 
 import torch

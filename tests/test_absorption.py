@@ -1,4 +1,5 @@
 """Selections absorbed into concatenations: a consumer reading cat -> BN -> ReLU needs no inserted copy."""
+
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,7 @@
 """The accuracy benchmark (benchmarks/accuracy), reduced: one small model trained for one epoch, two heuristics,
 three amounts. The exported models must predict exactly what the masked models predict, and the tables must be
 well-formed."""
+
 import math
 import sys
 from pathlib import Path
@@ -23,9 +24,23 @@ DATA = DataConfig(size=16, train_fraction=0.5)
 TRAINING = {"resnet18": TrainConfig(epochs=1)}
 AMOUNTS = (0.1, 0.3, 0.5)
 COLUMNS = {
-    "model", "heuristic", "side", "method", "amount", "params_before", "params_after", "sparsity", "accuracy",
-    "masked_accuracy", "mismatches", "mismatches_float64", "max_abs_logit_diff", "gathers", "narrows",
-    "extra_pruned_channels", "seconds",
+    "model",
+    "heuristic",
+    "side",
+    "method",
+    "amount",
+    "params_before",
+    "params_after",
+    "sparsity",
+    "accuracy",
+    "masked_accuracy",
+    "mismatches",
+    "mismatches_float64",
+    "max_abs_logit_diff",
+    "gathers",
+    "narrows",
+    "extra_pruned_channels",
+    "seconds",
 }
 
 
@@ -48,8 +63,15 @@ def test_interpolation_at_matched_sparsity():
 @pytest.mark.slow
 def test_reduced_experiment(tmp_path):
     experiment = run_experiment(
-        ["resnet18"], ["l2", "hrank"], ["input"], AMOUNTS, data=DATA, training=TRAINING, workers=1,
-        directory=tmp_path, quiet=True,
+        ["resnet18"],
+        ["l2", "hrank"],
+        ["input"],
+        AMOUNTS,
+        data=DATA,
+        training=TRAINING,
+        workers=1,
+        directory=tmp_path,
+        quiet=True,
     )
     (info,) = experiment.models
     assert info["model"] == "resnet18" and not info["cached"] and 0.1 < info["accuracy"] <= 1.0

@@ -1,5 +1,6 @@
 """The fx-upscale command line: prune, explain and bench write what they promise, the pruned model reloads and
 equals the masked model, every option is documented, and errors are one line (a traceback only with --debug)."""
+
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,5 @@
 """torch.compile: the exported module compiles and matches eager; the fx_upscale backend prunes inside torch.compile."""
+
 from __future__ import annotations
 
 import pytest
@@ -96,7 +97,9 @@ def test_backend_prunes_resnet18_as_much_as_exporting_first():
     compiled = result.report
     assert compiled.params_after == first.params_after < first.params_before
     assert (compiled.gathers, compiled.narrows, compiled.copied_elements) == (
-        first.gathers, first.narrows, first.copied_elements
+        first.gathers,
+        first.narrows,
+        first.copied_elements,
     )
     torch.testing.assert_close(actual, masked(x), rtol=1e-4, atol=1e-4)
 

@@ -1,4 +1,5 @@
 """The copy counter measures a real forward, and agrees with what the report predicts."""
+
 from __future__ import annotations
 
 import pytest

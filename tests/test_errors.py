@@ -1,4 +1,5 @@
 """Bad input fails loudly, with typed errors that name the culprit and a fix."""
+
 from __future__ import annotations
 
 import pytest

@@ -4,6 +4,7 @@ Masks are drawn per group (a weight column zeroed for the rows of one group only
 want different widths; the export keeps the extra channels that equal widths need (``report.kept_for_groups``)
 and must still compute exactly what the masked model computes.
 """
+
 from __future__ import annotations
 
 import random

@@ -1,4 +1,5 @@
 """Handlers registered for custom ops and modules: how channels cross them, and what they refuse."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Hostile input: every bad input to ``export`` and ``mask`` fails with a typed error naming the culprit and a fix,
 half-precision models export exactly, and the caller's model is never mutated, whether the call succeeds or fails."""
+
 from __future__ import annotations
 
 import copy

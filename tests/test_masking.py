@@ -1,5 +1,6 @@
 """mask(): each heuristic against hand-computed scores and choices, callables, scope, HRank against
 torch.linalg.matrix_rank (sklearn digits and random data), and PruneSpec.from_torch_prune round trips."""
+
 from __future__ import annotations
 
 import math

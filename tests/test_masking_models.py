@@ -3,6 +3,7 @@ exactly in mode upscale, and a constrained choice exports in mode constrained wi
 constrained masks agree inside each coupled group, unconstrained ones are per layer, global scope has one threshold;
 torch.nn.utils.prune masks round-trip into an exact export.
 """
+
 from __future__ import annotations
 
 import functools
@@ -125,9 +126,7 @@ def test_unconstrained_masks_are_per_layer(name: str, side: str) -> None:
     found = masked_classes(name, spec_for(name, "l2", side, "unconstrained"), side)
     masked_layers = [(masked, held) for masked, held in found.values() if masked]
     assert all(len(masked) == int(0.3 * len(held)) for masked, held in masked_layers)
-    differing = [
-        layers for layers in per_segment(name, found) if len({masked for masked, _ in layers if masked}) > 1
-    ]
+    differing = [layers for layers in per_segment(name, found) if len({masked for masked, _ in layers if masked}) > 1]
     assert differing, "coupled layers chose alike: the choice is not per layer"
 
 

@@ -1,4 +1,5 @@
 """ONNX: the pruned model exports with torch.onnx.export (the torch.export-based exporter) and runs in onnxruntime."""
+
 from __future__ import annotations
 
 import pytest

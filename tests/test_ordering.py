@@ -1,5 +1,6 @@
 """Channel ordering: zero copies whenever an order allows it, never worse than the original order, checked
 against a brute-force oracle over every order on small instances."""
+
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,5 @@
 """The FX passes: PassManager composition, idempotence, plan/graph mismatch, shared gathers."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """fx_upscale's passes inside a PassManager: composition with another pass, steps=3, run checks, errors, ensures."""
+
 from __future__ import annotations
 
 import pytest

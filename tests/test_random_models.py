@@ -15,6 +15,7 @@ drops none it is exact too; with a spec from ``mask(method="constrained")`` it d
 The fast suite runs ``FAST_EXAMPLES`` cases per profile, derandomized (the same cases on every run). Set
 ``FX_UPSCALE_LONG_FUZZ=10000`` for a long, randomized run (``test_long_fuzz``: that many cases per profile).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The README's integration sections (PassManager, torch.compile, torch.export and save/load, ONNX) run as written."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """Every recipe in passes/ runs, and says what it should."""
+
 from __future__ import annotations
 
 import re
@@ -12,7 +13,10 @@ RECIPES = Path(__file__).resolve().parent.parent / "passes"
 
 def test_every_recipe_is_tested():
     assert {p.name for p in RECIPES.glob("*.py")} == {
-        "fuse_then_prune.py", "compile_pruned.py", "save_and_reload.py", "custom_op.py"
+        "fuse_then_prune.py",
+        "compile_pruned.py",
+        "save_and_reload.py",
+        "custom_op.py",
     }
 
 

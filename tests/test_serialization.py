@@ -1,4 +1,5 @@
 """torch.export and save/load: a pruned model reloads in a fresh process without its class, with identical outputs."""
+
 from __future__ import annotations
 
 import subprocess
@@ -63,8 +64,11 @@ def test_save_then_load_in_a_fresh_process_gives_identical_outputs(tmp_path):
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["ok", str(result.report.params_after),
-                                   str(result.report.gathers + result.report.narrows)]
+    assert done.stdout.split() == [
+        "ok",
+        str(result.report.params_after),
+        str(result.report.gathers + result.report.narrows),
+    ]
 
 
 def test_save_with_a_dynamic_batch_accepts_other_batch_sizes(tmp_path):

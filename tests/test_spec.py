@@ -1,4 +1,5 @@
 """PruneSpec: validation messages, masking, inference from zeros, and mask() choices."""
+
 from __future__ import annotations
 
 import pytest

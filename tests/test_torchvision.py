@@ -3,6 +3,7 @@
 Every model × side × amount: modes baseline and upscale equal the masked model within 1e-9; upscale never has
 more gathers or copied elements than baseline; the graph holds exactly report.gathers index_select nodes.
 """
+
 from __future__ import annotations
 
 import functools

@@ -6,6 +6,7 @@ the model takes), per side, one mask shared by both modes: modes upscale and bas
 1e-8 of the output's scale, remove parameters, hold exactly ``report.gathers`` index_select nodes, and upscale has
 no more gathers than baseline. The larger models run in ``benchmarks/zoo.py --large``.
 """
+
 from __future__ import annotations
 
 import gc

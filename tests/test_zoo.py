@@ -11,6 +11,7 @@ Each zoo class names, for the random spec, the weights of the layers that read t
 their input columns are not masked) and of the layers that write the graph output (``last``: their filters are
 not masked).
 """
+
 from __future__ import annotations
 
 import functools

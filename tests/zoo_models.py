@@ -8,6 +8,7 @@
 Parameters are counted without allocating them: the model is built with every ``torch.empty`` on the meta device
 (a plain ``with torch.device("meta")`` does not work for RegNet, whose constructor computes its widths with tensors).
 """
+
 from __future__ import annotations
 
 import functools

@@ -8,6 +8,7 @@ the points, the trained models and the gains as CSV, the plot as PNG, and prints
     python -m benchmarks.accuracy [--models ...] [--heuristics ...] [--sides ...] [--amounts ...] [--workers 2]
                                   [--out benchmarks/results] [--plot docs/accuracy.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: <out>/accuracy.png)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    experiment = run_experiment(
-        args.models, args.heuristics, args.sides, args.amounts, workers=args.workers
-    )
+    experiment = run_experiment(args.models, args.heuristics, args.sides, args.amounts, workers=args.workers)
     stem = "accuracy"
     write_csv(args.out / f"{stem}.csv", experiment.rows)
     write_csv(args.out / f"{stem}-models.csv", experiment.models)

@@ -7,6 +7,7 @@ outside a curve's measured range is left out), and the gain at a level is the un
 constrained one, in percentage points. A (model, heuristic, side) row reports the mean gain over its levels and the
 best (largest) one.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,11 @@ def gains(rows: Sequence[dict], base: dict[str, float], levels: Sequence[float] 
     for model, heuristic, side in keys:
         accuracy = {}
         for method in ("unconstrained", "constrained"):
-            members = [r for r in rows if (r["model"], r["heuristic"], r["side"], r["method"]) == (
-                model, heuristic, side, method)]
+            members = [
+                r
+                for r in rows
+                if (r["model"], r["heuristic"], r["side"], r["method"]) == (model, heuristic, side, method)
+            ]
             accuracy[method] = interpolate(*curve(members, base[model]), levels)
         pairs = [
             (level, 100 * (u - c))
@@ -50,11 +54,17 @@ def gains(rows: Sequence[dict], base: dict[str, float], levels: Sequence[float] 
             if not (math.isnan(u) or math.isnan(c))
         ]
         best_at, best = max(pairs, key=lambda pair: pair[1]) if pairs else (math.nan, math.nan)
-        table.append({
-            "model": model, "heuristic": heuristic, "side": side, "levels": len(pairs),
-            "mean_gain": round(float(numpy.mean([g for _, g in pairs])), 2) if pairs else math.nan,
-            "best_gain": round(best, 2), "best_at": best_at,
-        })
+        table.append(
+            {
+                "model": model,
+                "heuristic": heuristic,
+                "side": side,
+                "levels": len(pairs),
+                "mean_gain": round(float(numpy.mean([g for _, g in pairs])), 2) if pairs else math.nan,
+                "best_gain": round(best, 2),
+                "best_at": best_at,
+            }
+        )
     return table
 
 
@@ -100,12 +110,23 @@ def plot(rows: Sequence[dict], base: dict[str, float], path: str) -> None:
             ax = axes[i][j]
             for heuristic in heuristics:
                 for method, style in (("unconstrained", "-"), ("constrained", "--")):
-                    members = [r for r in rows if (r["model"], r["side"], r["heuristic"], r["method"]) == (
-                        model, side, heuristic, method)]
+                    members = [
+                        r
+                        for r in rows
+                        if (r["model"], r["side"], r["heuristic"], r["method"]) == (model, side, heuristic, method)
+                    ]
                     if members:
                         sparsity, accuracy = curve(members, base[model])
-                        ax.plot(100 * (1 - sparsity), 100 * accuracy, style, color=colours[heuristic], lw=1.2,
-                                marker=".", ms=3, label=f"{heuristic} {method}")
+                        ax.plot(
+                            100 * (1 - sparsity),
+                            100 * accuracy,
+                            style,
+                            color=colours[heuristic],
+                            lw=1.2,
+                            marker=".",
+                            ms=3,
+                            label=f"{heuristic} {method}",
+                        )
             ax.set_title(f"{model}, {side} side", fontsize=9)
             ax.invert_xaxis()
             ax.grid(alpha=0.3)

@@ -6,6 +6,7 @@ zero adds Gaussian noise of that std (in standardised units, fixed seed) to the 
 batch, to the training images; ``train_fraction`` keeps a stratified fraction of the training split: both make the
 task harder. :func:`augment` is the light training augmentation (random shift, scale and rotation).
 """
+
 from __future__ import annotations
 
 import math

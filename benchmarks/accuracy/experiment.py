@@ -2,6 +2,7 @@
 
 :func:`run_experiment` is what ``python -m benchmarks.accuracy`` runs (and, reduced, what the test runs).
 """
+
 from __future__ import annotations
 
 import csv
@@ -81,7 +82,11 @@ def run_experiment(
 
 
 def train_all(
-    models: Sequence[str], data: DataConfig, training: dict[str, TrainConfig], workers: int, directory: Path | None,
+    models: Sequence[str],
+    data: DataConfig,
+    training: dict[str, TrainConfig],
+    workers: int,
+    directory: Path | None,
     quiet: bool,
 ) -> list[dict]:
     """Train (or load from the cache) every model, ``workers`` at a time; each one's test accuracy and record."""
@@ -117,8 +122,12 @@ def _train_one(job: tuple) -> dict:
     accuracy = float((predict(model, split.test_x).argmax(1) == split.test_y).float().mean())
     torch.set_num_threads(threads)
     return {
-        "model": name, "accuracy": round(accuracy, 6), "epochs": train.epochs, "batch_size": train.batch_size,
-        "params": sum(p.numel() for p in model.parameters()), **info,
+        "model": name,
+        "accuracy": round(accuracy, 6),
+        "epochs": train.epochs,
+        "batch_size": train.batch_size,
+        "params": sum(p.numel() for p in model.parameters()),
+        **info,
     }
 
 

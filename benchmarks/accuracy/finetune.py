@@ -5,6 +5,7 @@ exported (physically pruned) module for a few epochs with the training recipe at
 evaluate again. Rows carry the accuracy before and after; ``compare.gains`` on the ``accuracy`` column (after) gives
 the gains at matched sparsity.
 """
+
 from __future__ import annotations
 
 import multiprocessing
@@ -39,7 +40,12 @@ def _finetune_one(job: tuple) -> dict:
     model = load_trained(point.model, setting)
     x = split.test_x[:1]
     spec = fx_upscale.mask(
-        model, x, amount=point.amount, heuristic=point.heuristic, side=point.side, method=point.method,
+        model,
+        x,
+        amount=point.amount,
+        heuristic=point.heuristic,
+        side=point.side,
+        method=point.method,
         calibration=calibration_batches(split) if point.heuristic == "hrank" else None,
     )
     result = fx_upscale.export(model, x, spec=spec, mode="upscale")

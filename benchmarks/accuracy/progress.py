@@ -1,4 +1,5 @@
 """A one-line text progress bar on stderr (count, elapsed, estimated time left, what finished last)."""
+
 from __future__ import annotations
 
 import sys

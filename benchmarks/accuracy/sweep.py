@@ -8,6 +8,7 @@ agree (argmax over the test set; any disagreement is re-checked in float64 and r
 
 :func:`run_points` spreads the points over worker processes (one thread each), the slowest model first.
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,7 +63,12 @@ def evaluate_point(model: nn.Module, split: Split, point: Point) -> dict:
     x = split.test_x[:1]
     start = time.perf_counter()
     spec = fx_upscale.mask(
-        model, x, amount=point.amount, heuristic=point.heuristic, side=point.side, method=point.method,
+        model,
+        x,
+        amount=point.amount,
+        heuristic=point.heuristic,
+        side=point.side,
+        method=point.method,
         calibration=calibration_batches(split) if point.heuristic == "hrank" else None,
     )
     result = fx_upscale.export(model, x, spec=spec, mode="upscale")
@@ -122,7 +128,11 @@ def all_points(
     models: Sequence[str], heuristics: Sequence[str], sides: Sequence[str], amounts: Sequence[float]
 ) -> list[Point]:
     return [
-        Point(m, h, s, method, a) for m in models for h in heuristics for s in sides for method in METHODS
+        Point(m, h, s, method, a)
+        for m in models
+        for h in heuristics
+        for s in sides
+        for method in METHODS
         for a in amounts
     ]
 

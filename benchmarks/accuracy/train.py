@@ -5,6 +5,7 @@ loading it from ``${XDG_CACHE_HOME:-~/.cache}/fx_upscale/accuracy/`` when a chec
 configuration hash exists (so reruns skip training). Training: AdamW with a one-cycle learning rate, optional gradient
 clipping, light augmentation (``data.augment``), channels-last tensors (faster convolutions on CPU).
 """
+
 from __future__ import annotations
 
 import hashlib

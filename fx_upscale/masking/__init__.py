@@ -17,6 +17,7 @@
 
 Start reading at :func:`mask`; ``layers.py`` says which layers take part, ``choosing.py`` how the choice is made.
 """
+
 from __future__ import annotations
 
 import functools
@@ -79,8 +80,12 @@ def mask(
 
 
 def _output_spec(
-    gm: fx.GraphModule, analysis: ChannelAnalysis, layers: list[lay.Layer], pick: Callable[..., list[list[int]]],
-    pinned: frozenset[int], constrained: bool,
+    gm: fx.GraphModule,
+    analysis: ChannelAnalysis,
+    layers: list[lay.Layer],
+    pick: Callable[..., list[list[int]]],
+    pinned: frozenset[int],
+    constrained: bool,
 ) -> PruneSpec:
     """The output-side spec of the filters ``pick(pinned=...)`` chooses. With ``constrained``, chosen classes that a
     consumer of the masked model still needs (revived on their way to it) are pinned and the choice made again:
@@ -124,9 +129,7 @@ def _scorer(
 
 def _check_arguments(amount, heuristic, side, method, scope, calibration) -> None:
     if not callable(heuristic) and heuristic not in HEURISTICS:
-        raise SpecError(
-            f"heuristic must be one of {HEURISTICS} or a callable (slices) -> scores, not {heuristic!r}"
-        )
+        raise SpecError(f"heuristic must be one of {HEURISTICS} or a callable (slices) -> scores, not {heuristic!r}")
     _check_choice("side", side, SIDES)
     _check_choice("method", method, METHODS)
     _check_choice("scope", scope, SCOPES)

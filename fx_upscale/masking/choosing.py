@@ -14,6 +14,7 @@ taken instead (which only raises the threshold for the others). Ties break by po
 
 Start reading at :func:`choose`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -11,6 +11,7 @@ reads (before a ``flatten``), i.e. the producer's output after its pass-through 
 
 Start reading at :func:`average_ranks`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -59,9 +60,7 @@ class _RankRecorder(fx.Interpreter):
         return result
 
 
-def average_ranks(
-    gm: fx.GraphModule, axes: Mapping[str, int], calibration: Iterable
-) -> dict[str, torch.Tensor]:
+def average_ranks(gm: fx.GraphModule, axes: Mapping[str, int], calibration: Iterable) -> dict[str, torch.Tensor]:
     """Per node named in ``axes`` (node name -> channel axis), the average feature-map rank of each channel over
     every sample of every calibration batch (a float64 vector). ``calibration`` yields input batches: a tensor, or
     a tuple of tensors for a model with several inputs."""

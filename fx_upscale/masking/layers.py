@@ -11,6 +11,7 @@ keep their outputs), and channels read or written by a layer mask() does not mas
 Start reading at :func:`input_layers` and :func:`output_layers`; :func:`slices` gives a layer's parameters per
 channel; :func:`input_spec` and :func:`output_spec` turn chosen positions into a :class:`PruneSpec`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

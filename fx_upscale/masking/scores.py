@@ -14,6 +14,7 @@ the columns one channel feeds when a ``flatten`` spreads it over several feature
 A user-supplied callable with the same signature is checked by :func:`check_scores`.
 HRank, which scores feature maps rather than weights, lives in ``hrank.py``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

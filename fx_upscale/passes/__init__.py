@@ -20,6 +20,7 @@ Building the pipeline from a plan::
 - :class:`CleanupPass` removes dead code and unused submodules, lints and recompiles (``cleanup.py``).
 - ``invariants.py``: what ``ensures`` checks; :func:`check_graph_module` also fits ``PassManager.add_checks``.
 """
+
 from .cleanup import CleanupPass
 from .invariants import check_graph_module, check_plan_applied
 from .pipeline import apply_plan, upscale_error, upscale_passes

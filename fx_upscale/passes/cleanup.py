@@ -1,4 +1,5 @@
 """CleanupPass: dead code, unused submodules, lint, recompile."""
+
 from __future__ import annotations
 
 import torch.fx as fx
@@ -33,8 +34,11 @@ class CleanupPass(PassBase):
     def ensures(self, graph_module: fx.GraphModule) -> None:
         """The graph lints and has no dead node left (every node without users is an output or has side effects)."""
         graph_module.graph.lint()
-        dead = [node for node in graph_module.graph.nodes
-                if not node.users and node.op not in ("output", "placeholder") and not node.is_impure()]
+        dead = [
+            node
+            for node in graph_module.graph.nodes
+            if not node.users and node.op not in ("output", "placeholder") and not node.is_impure()
+        ]
         if dead:
             raise UnsupportedGraphError(
                 f"{describe_node(dead[0])} has no users after CleanupPass ({len(dead)} such nodes); the graph was "

@@ -7,6 +7,7 @@ has attributes that agree with its tensors, every index buffer fx_upscale insert
 Names a later pass removed (a BatchNorm folded into its convolution) are skipped, so the checks still hold after
 other passes of a pipeline ran.
 """
+
 from __future__ import annotations
 
 import torch
@@ -84,8 +85,11 @@ def _conv_mismatches(conv: _ConvNd) -> list[tuple[str, int, int]]:
 
 
 def _mismatches(module: nn.Module, implied: dict[str, int | None]) -> list[tuple[str, int, int]]:
-    return [(attr, getattr(module, attr), size) for attr, size in implied.items()
-            if size is not None and getattr(module, attr) != size]
+    return [
+        (attr, getattr(module, attr), size)
+        for attr, size in implied.items()
+        if size is not None and getattr(module, attr) != size
+    ]
 
 
 def _rows(tensor: torch.Tensor | None, axis: int) -> int | None:

@@ -4,6 +4,7 @@
 :func:`apply_plan` runs them; :func:`upscale_error` finds the :class:`~fx_upscale.errors.UpscaleError` under the
 plain ``Exception`` with which ``PassManager`` wraps whatever a pass raises.
 """
+
 from __future__ import annotations
 
 from torch import fx

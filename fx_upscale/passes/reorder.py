@@ -7,6 +7,7 @@ consumer that does not read its whole input (consumers needing the same gather s
 ``node.meta["upscale"]``. The plan's fingerprint is recorded on the output node, so a second run is a no-op that
 reports ``modified=False``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -59,8 +60,10 @@ class ChannelReorderPass(PassBase):
         names = {node.name for node in graph_module.graph.nodes}
         missing = sorted({access.node for access in self.plan.accesses} - names)
         if missing:
-            raise UnsupportedGraphError(f"the plan names nodes {missing[:5]} that this graph does not have; "
-                                        "plan and apply on the same GraphModule")
+            raise UnsupportedGraphError(
+                f"the plan names nodes {missing[:5]} that this graph does not have; "
+                "plan and apply on the same GraphModule"
+            )
         for param_slice in self.plan.param_slices:
             tensor = _fetch(graph_module, param_slice.name)
             if tensor.shape[param_slice.axis] != param_slice.size_before:
