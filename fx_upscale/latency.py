@@ -81,6 +81,7 @@ def copy_free_oracle(module: fx.GraphModule) -> fx.GraphModule:
 
 
 def _index_length(module: fx.GraphModule, index: fx.Node) -> int:
+    assert isinstance(index.target, str), "the gather's index is a get_attr of the buffer reorder inserted"
     owner, _, name = index.target.rpartition(".")
     holder = module.get_submodule(owner) if owner else module
     return getattr(holder, name).shape[0]
@@ -98,11 +99,10 @@ def build_variants(
     """The five modules of :data:`VARIANTS` for ``model`` masked at ``amount`` (exports traced at ``example``)."""
     model = model.eval()
     spec = mask(model, example, amount=amount, heuristic=heuristic, side=side, method=method)
-    variants: dict[str, nn.Module] = {"unpruned": model}
-    for mode in ("constrained", "baseline", "upscale"):
-        variants[mode] = export(model, example, spec=spec, mode=mode).module
-    variants["oracle"] = copy_free_oracle(variants["upscale"])
-    return variants
+    exports = {
+        mode: export(model, example, spec=spec, mode=mode).module for mode in ("constrained", "baseline", "upscale")
+    }
+    return {"unpruned": model, **exports, "oracle": copy_free_oracle(exports["upscale"])}
 
 
 def measure(
@@ -269,7 +269,9 @@ def _plot_panel(ax, timings: Sequence[Timing], models: list[str]) -> None:
     by_key = {(t.model, t.variant): t for t in timings}
     width = 0.8 / len(VARIANTS)
     for i, variant in enumerate(VARIANTS):
-        xs, heights, errors = [], [], ([], [])
+        xs: list[float] = []
+        heights: list[float] = []
+        errors: tuple[list[float], list[float]] = ([], [])
         for m, model in enumerate(models):
             t, base = by_key.get((model, variant)), by_key.get((model, "unpruned"))
             if t is None or base is None:

@@ -106,7 +106,7 @@ def physical_layout(tensor: Sequence[Block], orders: Orders, pinned: frozenset[i
     >>> physical_layout(blocks, ((6, 4, 5), (7, 8)), frozenset())
     [(0, 6), (0, 4), (0, 5), (1, 7), (1, 8)]
     """
-    layout = []
+    layout: list[Position] = []
     for index, block in enumerate(tensor):
         channels = block.channels if block.unit in pinned else orders[block.unit]
         layout.extend((index, channel) for channel in channels)
@@ -202,7 +202,8 @@ def share_gathers(needs: dict[str, tuple[int, ...]], exhaustive_limit: int = 24)
 def _largest_group(pending: list[str], needs: dict[str, tuple[int, ...]]) -> tuple[list[str], list[str], list[int]]:
     universe = sorted({p for name in pending for p in needs[name]})
     tree = PQTree(universe)
-    group, rest = [], []
+    group: list[str] = []
+    rest: list[str] = []
     for name in pending:
         (group if tree.reduce(needs[name]) else rest).append(name)
     used = {p for name in group for p in needs[name]}
@@ -293,7 +294,8 @@ def consecutive_orders(problem: OrderProblem) -> Orders:
         order = tree.frontier()
         if order.index(_LEFT) > order.index(_RIGHT):
             order.reverse()
-        orders[unit] = tuple(c for c in order if c not in (_LEFT, _RIGHT))
+        rank = {c: i for i, c in enumerate(order)}  # the frontier holds each channel once, and the two ends
+        orders[unit] = tuple(sorted(problem.units[unit], key=rank.__getitem__))
     return tuple(orders)
 
 
@@ -363,12 +365,17 @@ def _descend(problem: OrderProblem, start: Orders, gather_budget: int, passes: i
                 trial = orders.copy()
                 trial[unit] = candidate
                 trial_local = copy_cost(problem, tuple(trial), readers_of[unit], unit)
-                cost = tuple(b - old + new for b, old, new in zip(best, local, trial_local))
+                cost = _replaced(best, local, trial_local)
                 if cost < best and cost[1] <= gather_budget:
                     best, orders, local, improved = cost, trial, trial_local, True
         if not improved:
             break
     return tuple(orders)
+
+
+def _replaced(total: Cost, old: Cost, new: Cost) -> Cost:
+    """``total`` with the part that cost ``old`` now costing ``new``."""
+    return total[0] - old[0] + new[0], total[1] - old[1] + new[1], total[2] - old[2] + new[2]
 
 
 def _readers_by_unit(problem: OrderProblem) -> list[list[Reader]]:

@@ -119,7 +119,9 @@ class PQTree:
         counts = self._count(subset)
         root = self.leaf_of[next(iter(subset))]
         while counts[root] < len(subset):
-            root = root.parent
+            parent = root.parent
+            assert parent is not None, "the tree's root holds every element"
+            root = parent
         status = self._status(root, counts)
         return None if status[root] == FULL else (root, status)
 

@@ -114,6 +114,7 @@ def _scorer(
 ) -> Callable[[lay.Layer], torch.Tensor]:
     """``layer -> float64 scores per position`` for the heuristic (HRank: ranks collected once, up front)."""
     if heuristic == "hrank":
+        assert calibration is not None, "_check_arguments requires calibration for hrank"
         axes = {layer.feature_map: analysis.layouts[layer.feature_map].axis for layer in layers}
         ranks = average_ranks(gm, axes, calibration) if axes else {}
         return lambda layer: ranks[layer.feature_map]
@@ -127,7 +128,14 @@ def _scorer(
     return score
 
 
-def _check_arguments(amount, heuristic, side, method, scope, calibration) -> None:
+def _check_arguments(
+    amount: float,
+    heuristic: str | Callable[[torch.Tensor], torch.Tensor],
+    side: str,
+    method: str,
+    scope: str,
+    calibration: Iterable | None,
+) -> None:
     if not callable(heuristic) and heuristic not in HEURISTICS:
         raise SpecError(f"heuristic must be one of {HEURISTICS} or a callable (slices) -> scores, not {heuristic!r}")
     _check_choice("side", side, SIDES)

@@ -7,6 +7,8 @@ plain ``Exception`` with which ``PassManager`` wraps whatever a pass raises.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import fx
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from torch.fx.passes.infra.pass_manager import PassManager
@@ -24,8 +26,9 @@ def upscale_passes(plan: ChannelPlan) -> list[PassBase]:
 
 def apply_plan(graph_module: fx.GraphModule, plan: ChannelPlan, *, steps: int = 1) -> PassResult:
     """Run :func:`upscale_passes` under a ``PassManager``; an fx_upscale error is raised as itself, unwrapped."""
+    passes: list[Callable[[fx.GraphModule], PassResult | None]] = [*upscale_passes(plan)]
     try:
-        return PassManager(upscale_passes(plan), steps=steps)(graph_module)
+        return PassManager(passes, steps=steps)(graph_module)
     except Exception as error:  # PassManager wraps every pass error in a plain Exception
         cause = upscale_error(error)
         if cause is None:
@@ -40,9 +43,10 @@ def upscale_error(error: BaseException) -> UpscaleError | None:
     the pass's own error, so that error is the wrapper's ``__cause__``.
     """
     seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, UpscaleError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UpscaleError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None

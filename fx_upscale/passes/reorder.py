@@ -10,6 +10,8 @@ reports ``modified=False``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.fx as fx
 from torch import nn
@@ -170,7 +172,8 @@ def _select_in_cat(graph: fx.Graph, nodes: dict[str, fx.Node], selection: CatSel
 
 
 def _cat_dim(cat: fx.Node) -> int:
-    dim = cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0)
+    # fx types every argument as the whole Argument union; a traced cat's dim is an int (registry.py reads it so)
+    dim = cast(int, cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0))
     return dim % len(cat.meta["tensor_meta"].shape)
 
 
