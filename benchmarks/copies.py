@@ -23,6 +23,7 @@ import torchvision
 
 import fx_upscale
 from fx_upscale.copy_count import count_copies
+from fx_upscale.tables import format_table
 
 MODELS = ["resnet18", "resnet50", "densenet121", "mobilenet_v2", "efficientnet_b0", "efficientnet_v2_s", "mnasnet0_5"]
 
@@ -60,6 +61,22 @@ def measure(name: str, amount: float, size: int) -> list[dict]:
     return rows
 
 
+def markdown(rows: list[dict]) -> str:
+    """One row per model and amount: baseline against upscale, as the report predicts and as measured."""
+    headers = ("model", "amount", "baseline: gathers / copied", "upscale: gathers / narrows / absorbed / copied",
+               "measured copies, total (unpruned → upscale)", "params kept", "upscale export s")  # fmt: skip
+    table = []
+    for base, up in zip(rows[::2], rows[1::2]):
+        assert up["measured_inserted"] == up["copied_elements"] and base["measured_inserted"] == base["copied_elements"]
+        table.append((
+            up["model"], f"{up['amount']:.0%}", f"{base['gathers']} / {base['copied_elements']:,}",
+            f"{up['gathers']} / {up['narrows']} / {up['absorbed']} / {up['copied_elements']:,}",
+            f"{up['unpruned_total']:,} → {up['measured_total']:,}",
+            f"{100 * up['params_after'] / up['params_before']:.1f}%", f"{up['export_seconds']:.2f}",
+        ))  # fmt: skip
+    return format_table(table, headers, markdown=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=MODELS)
@@ -77,19 +94,7 @@ def main() -> None:
         writer.writerows(rows)
     load_after = os.getloadavg()[0]
     print(f"threads 1, load average {load_before:.2f} before / {load_after:.2f} after, torch {torch.__version__}")
-    print(
-        "| model | amount | baseline: gathers / copied | upscale: gathers / narrows / absorbed / copied "
-        "| measured copies, total (unpruned → upscale) | params kept | upscale export s |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for base, up in zip(rows[::2], rows[1::2]):
-        assert up["measured_inserted"] == up["copied_elements"] and base["measured_inserted"] == base["copied_elements"]
-        print(
-            f"| {up['model']} | {up['amount']:.0%} | {base['gathers']} / {base['copied_elements']:,} | "
-            f"{up['gathers']} / {up['narrows']} / {up['absorbed']} / {up['copied_elements']:,} | "
-            f"{up['unpruned_total']:,} → {up['measured_total']:,} | "
-            f"{100 * up['params_after'] / up['params_before']:.1f}% | {up['export_seconds']:.2f} |"
-        )
+    print(markdown(rows))
     print(f"wrote {args.out}")
 
 

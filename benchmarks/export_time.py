@@ -22,6 +22,7 @@ import torchvision
 from torch import nn
 
 import fx_upscale
+from fx_upscale.tables import format_table
 
 MODELS = ["resnet50", "densenet121", "efficientnet_v2_s"]
 
@@ -75,10 +76,8 @@ def main() -> None:
         f"threads 1, {args.repeats} interleaved repeats, load average {load_before:.2f} before / "
         f"{os.getloadavg()[0]:.2f} after, torch {torch.__version__}"
     )
-    print("| case | median s | min s | max s |")
-    print("|---|---|---|---|")
-    for name, values in seconds.items():
-        print(f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | {max(values):.2f} |")
+    rows = [(name, *(f"{f(values):.2f}" for f in (statistics.median, min, max))) for name, values in seconds.items()]
+    print(format_table(rows, ("case", "median s", "min s", "max s"), markdown=True))
 
 
 if __name__ == "__main__":

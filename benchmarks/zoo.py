@@ -33,6 +33,7 @@ import zoo_models  # noqa: E402
 from support import gathers_in_graph, max_abs_diff, outputs  # noqa: E402
 
 import fx_upscale  # noqa: E402
+from fx_upscale.tables import format_table  # noqa: E402
 
 SIDES = ("input", "output")
 MODES = ("upscale", "baseline")
@@ -91,32 +92,36 @@ def is_exact(rows: list[dict]) -> bool:
     return all(r["max_relative_diff"] <= RTOL and r["gathers"] == r["gathers_in_graph"] for r in rows)
 
 
-def markdown(rows: list[dict]) -> list[str]:
-    lines = [
-        "| model | input | params | input side: params after | gathers upscale / baseline "
-        "| output side: params after | gathers upscale / baseline | kept for groups (in / out) "
-        "| exact (max rel. diff) | export s, upscale (in / out) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+HEADERS = ("model", "input", "params", "input side: params after", "gathers upscale / baseline",
+           "output side: params after", "gathers upscale / baseline", "kept for groups (in / out)",
+           "exact (max rel. diff)", "export s, upscale (in / out)")  # fmt: skip
+
+
+def markdown(rows: list[dict]) -> str:
+    """One row per model: its input side and output side exports, or its error."""
+    table = []
     for name in sorted({r["model"] for r in rows}):
         mine = [r for r in rows if r["model"] == name]
         if "error" in mine[0]:
-            lines.append(f"| {name} | | | error: {mine[0]['error']} | | | | | no | |")
-            continue
-        get = {(r["side"], r["mode"]): r for r in mine}
-        up_in, up_out = get["input", "upscale"], get["output", "upscale"]
-        kept = (up_in["kept_for_groups"], up_out["kept_for_groups"])
-        worst = max(r["max_relative_diff"] for r in mine)
-        cells = [
-            name, f"{up_in['input']}", f"{up_in['params_before'] / 1e6:.1f} M",
-            f"{up_in['params_after'] / 1e6:.1f} M", f"{up_in['gathers']} / {get['input', 'baseline']['gathers']}",
-            f"{up_out['params_after'] / 1e6:.1f} M", f"{up_out['gathers']} / {get['output', 'baseline']['gathers']}",
-            f"{kept[0]} / {kept[1]}" if any(kept) else "",
-            f"{'yes' if is_exact(mine) else 'no'} ({worst:.0e})",
-            f"{up_in['export_seconds_float32']:.2f} / {up_out['export_seconds_float32']:.2f}",
-        ]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+            table.append((name, "", "", f"error: {mine[0]['error']}", "", "", "", "", "no", ""))
+        else:
+            table.append(model_cells(name, mine))
+    return format_table(table, HEADERS, markdown=True)
+
+
+def model_cells(name: str, mine: list[dict]) -> tuple[str, ...]:
+    get = {(r["side"], r["mode"]): r for r in mine}
+    up_in, up_out = get["input", "upscale"], get["output", "upscale"]
+    kept = (up_in["kept_for_groups"], up_out["kept_for_groups"])
+    worst = max(r["max_relative_diff"] for r in mine)
+    return (
+        name, f"{up_in['input']}", f"{up_in['params_before'] / 1e6:.1f} M",
+        f"{up_in['params_after'] / 1e6:.1f} M", f"{up_in['gathers']} / {get['input', 'baseline']['gathers']}",
+        f"{up_out['params_after'] / 1e6:.1f} M", f"{up_out['gathers']} / {get['output', 'baseline']['gathers']}",
+        f"{kept[0]} / {kept[1]}" if any(kept) else "",
+        f"{'yes' if is_exact(mine) else 'no'} ({worst:.0e})",
+        f"{up_in['export_seconds_float32']:.2f} / {up_out['export_seconds_float32']:.2f}",
+    )  # fmt: skip
 
 
 def main() -> None:
@@ -150,7 +155,7 @@ def main() -> None:
         f"threads 1, load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after, "
         f"torch {torch.__version__}, {len(names)} models"
     )
-    print("\n".join(markdown(rows)))
+    print(markdown(rows))
     print(f"wrote {args.out}")
 
 

@@ -21,12 +21,11 @@ import json
 import os
 import shlex
 import sys
-import time
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TypeVar
 
 import networkx as nx
 import torch
@@ -34,10 +33,14 @@ from torch import nn
 
 from . import __version__, export, mask, save
 from . import latency as lat
-from .demo import format_table
 from .export import ExportResult
 from .planning import MODES
 from .report import ExportReport
+from .spec import PruneSpec
+from .tables import INSTALL_HINT, format_table
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 PROG = "fx-upscale"
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -49,37 +52,25 @@ class CommandError(Exception):
     """A user mistake the command line reports in one line."""
 
 
-class Progress:
-    """A one-line progress bar on a terminal (``stream``), redrawn in place; silent when disabled."""
+T = TypeVar("T")
+CLI_EXTRA = ("tqdm", "tabulate")  # the progress bars and the tables
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, enabled: bool | None = None) -> None:
-        self.total, self.done, self.stream = max(1, total), 0, stream
-        self.enabled = stream.isatty() if enabled is None else enabled
-        self.start, self.drawn = time.perf_counter(), False
 
-    def __enter__(self) -> Progress:
-        return self
+def require_cli_extra() -> None:
+    """Fail at once, in one line, where a package of the ``cli`` extra is missing."""
+    for name in CLI_EXTRA:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise CommandError(f"the command line needs {name}: {INSTALL_HINT}") from None
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
 
-    def __call__(self, label: str) -> None:
-        self.done = min(self.total, self.done + 1)
-        if not self.enabled:
-            return
-        filled = int(24 * self.done / self.total)
-        bar = "#" * filled + "-" * (24 - filled)
-        elapsed = time.perf_counter() - self.start
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {elapsed:5.1f}s {label[:48]:<48}")
-        self.stream.flush()
-        self.drawn = True
+def progress_bar(items: Iterable[T], *, quiet: bool, description: str) -> tqdm[T]:
+    """``items`` with a progress bar on stderr, drawn on a terminal only and never with ``--quiet``; use it as a
+    context manager, so that the bar's line ends before what the command prints next."""
+    from tqdm import tqdm
 
-    def close(self) -> None:
-        """End the bar's line (once), so that what follows starts on a line of its own."""
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
+    return tqdm(items, desc=description, file=sys.stderr, disable=True if quiet else None, unit="step")
 
 
 # ---------------------------------------------------------------------------------------------------------- models
@@ -178,33 +169,62 @@ def _positive(text: str) -> int:
 
 @dataclasses.dataclass
 class Pruned:
-    model: nn.Module
-    inputs: torch.Tensor
-    result: ExportResult
-    spec_inputs: dict[str, list[int]]
-    spec_outputs: dict[str, list[int]]
-    max_abs_diff: float
+    """What the prune steps (:data:`PRUNE_STEPS`) make from the options, one step after the other."""
+
+    args: argparse.Namespace
+    model: nn.Module = dataclasses.field(init=False)
+    inputs: torch.Tensor = dataclasses.field(init=False)
+    spec: PruneSpec = dataclasses.field(init=False)
+    result: ExportResult = dataclasses.field(init=False)
+    max_abs_diff: float = dataclasses.field(init=False)
 
 
-def prune_model(args: argparse.Namespace, progress: Progress) -> Pruned:
-    """Load, mask and export the model as the options say; check the export against the masked model."""
+def load_model_and_inputs(pruned: Pruned) -> None:
+    """The model, in the options' dtype, and a seeded random input of its shape."""
+    args = pruned.args
     torch.manual_seed(args.seed)
     model, default_shape = load_model(args.model, args.weights)
     dtype = DTYPES[args.dtype]
-    model = model.to(dtype)
+    pruned.model = model.to(dtype)
     shape = args.input_shape or default_shape
-    inputs = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed), dtype=dtype)
-    progress("model loaded")
-    spec = mask(model, inputs, amount=args.amount, heuristic=args.heuristic, side=args.side, method=args.method,
-                scope=args.scope, calibration=_calibration(args.calibration, dtype))  # fmt: skip
-    progress("masked")
-    result = export(model, inputs, spec=spec, mode=args.mode)
-    progress("exported")
+    pruned.inputs = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed), dtype=dtype)
+
+
+def mask_model(pruned: Pruned) -> None:
+    args = pruned.args
+    calibration = _calibration(args.calibration, pruned.inputs.dtype)
+    pruned.spec = mask(pruned.model, pruned.inputs, amount=args.amount, heuristic=args.heuristic, side=args.side,
+                       method=args.method, scope=args.scope, calibration=calibration)  # fmt: skip
+
+
+def export_model(pruned: Pruned) -> None:
+    pruned.result = export(pruned.model, pruned.inputs, spec=pruned.spec, mode=pruned.args.mode)
+
+
+def check_export(pruned: Pruned) -> None:
+    """The largest difference between the export's output and the masked model's."""
     with torch.no_grad():
-        diff = (result.module(inputs) - spec.apply(model)(inputs)).abs().max().item()
-    progress("checked")
-    as_lists = lambda channels: {name: sorted(c) for name, c in channels.items()}  # noqa: E731
-    return Pruned(model, inputs, result, as_lists(spec.inputs), as_lists(spec.outputs), diff)
+        exported, masked = pruned.result.module(pruned.inputs), pruned.spec.apply(pruned.model)(pruned.inputs)
+    pruned.max_abs_diff = (exported - masked).abs().max().item()
+
+
+Step = tuple[str, Callable[[Pruned], None]]
+PRUNE_STEPS: tuple[Step, ...] = (
+    ("loading the model", load_model_and_inputs),
+    ("masking", mask_model),
+    ("exporting", export_model),
+    ("checking the export", check_export),
+)
+
+
+def run_steps(args: argparse.Namespace, steps: Sequence[Step]) -> Pruned:
+    """Run ``steps`` in order on what the options describe, with a progress bar over them."""
+    pruned = Pruned(args)
+    with progress_bar(steps, quiet=args.quiet, description=args.command) as bar:
+        for label, step in bar:
+            bar.set_postfix_str(label)
+            step(pruned)
+    return pruned
 
 
 def _calibration(path: str | None, dtype: torch.dtype):
@@ -219,18 +239,29 @@ def _calibration(path: str | None, dtype: torch.dtype):
     return [b.to(dtype) for b in batches]
 
 
+def output_directory(args: argparse.Namespace) -> Path:
+    return Path(args.out or f"{args.model.replace(':', '_').replace('.', '_')}-pruned")
+
+
+def save_model(pruned: Pruned) -> None:
+    out = output_directory(pruned.args)
+    out.mkdir(parents=True, exist_ok=True)
+    save(pruned.result, out / "model.pt2")
+
+
+def write_reports(pruned: Pruned) -> None:
+    """report.json, spec.json and summary.md."""
+    out, args = output_directory(pruned.args), pruned.args
+    as_lists = lambda channels: {name: sorted(c) for name, c in channels.items()}  # noqa: E731
+    spec = {"inputs": as_lists(pruned.spec.inputs), "outputs": as_lists(pruned.spec.outputs)}
+    (out / "report.json").write_text(json.dumps(report_document(args, pruned), indent=1) + "\n")
+    (out / "spec.json").write_text(json.dumps(spec) + "\n")
+    (out / "summary.md").write_text(summary_markdown(args, pruned))
+
+
 def command_prune(args: argparse.Namespace) -> int:
-    with Progress(6, enabled=False if args.quiet else None) as progress:
-        pruned = prune_model(args, progress)
-        out = Path(args.out or f"{args.model.replace(':', '_').replace('.', '_')}-pruned")
-        out.mkdir(parents=True, exist_ok=True)
-        save(pruned.result, out / "model.pt2")
-        progress("saved")
-        spec = {"inputs": pruned.spec_inputs, "outputs": pruned.spec_outputs}
-        (out / "report.json").write_text(json.dumps(report_document(args, pruned), indent=1) + "\n")
-        (out / "spec.json").write_text(json.dumps(spec) + "\n")
-        (out / "summary.md").write_text(summary_markdown(args, pruned))
-        progress("written")
+    pruned = run_steps(args, (*PRUNE_STEPS, ("saving the model", save_model), ("writing the reports", write_reports)))
+    out = output_directory(args)
     print(pruned.result.report.summary())
     print(f"max |exported - masked| = {pruned.max_abs_diff:.2e}")
     print(f"wrote {out / 'model.pt2'}, {out / 'report.json'}, {out / 'spec.json'}, {out / 'summary.md'}")
@@ -274,18 +305,22 @@ def summary_markdown(args: argparse.Namespace, pruned: Pruned) -> str:
         ("export time", f"{report.export_seconds:.2f} s"),
     ]
     lines = [f"# {PROG} prune {args.model}", "", f"`{PROG} {' '.join(map(shlex.quote, args.argv))}`", "",
-             "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]  # fmt: skip
+             format_table(rows, ("", ""), markdown=True), ""]  # fmt: skip
     if args.mode == "constrained":
         lines += ["Mode `constrained` drops channels beyond the masks, so it differs from the masked model.", ""]
-    copying = [(s, c) for s in report.segments for c in s.consumers if c.access == "gather"]
-    lines += ["## Consumers that copy", ""]
-    if copying:
-        lines += ["| segment | consumer | reads | needed / available | copied elements | why |", "|---" * 6 + "|"]
-        lines += [f"| {s.index} | {c.node} | {c.source} | {c.channels_needed} / {c.channels_available} | "
-                  f"{c.copied_elements:,} | {c.reason} |" for s, c in copying]  # fmt: skip
-    else:
-        lines.append("None: every consumer reads its channels as a view.")
+    lines += ["## Consumers that copy", "", copying_markdown(report)]
     return "\n".join([*lines, "", FILES_MARKDOWN])
+
+
+def copying_markdown(report: ExportReport) -> str:
+    """A Markdown table of the consumers that gather (copy) their channels, with why."""
+    copying = [(s, c) for s in report.segments for c in s.consumers if c.access == "gather"]
+    if not copying:
+        return "None: every consumer reads its channels as a view."
+    headers = ("segment", "consumer", "reads", "needed / available", "copied elements", "why")
+    rows = [(s.index, c.node, c.source, f"{c.channels_needed} / {c.channels_available}", f"{c.copied_elements:,}",
+             c.reason) for s, c in copying]  # fmt: skip
+    return format_table(rows, headers, markdown=True)
 
 
 FILES_MARKDOWN = """## Files
@@ -300,9 +335,7 @@ FILES_MARKDOWN = """## Files
 
 
 def command_explain(args: argparse.Namespace) -> int:
-    with Progress(4, enabled=False if args.quiet else None) as progress:
-        pruned = prune_model(args, progress)
-    report = pruned.result.report
+    report = run_steps(args, PRUNE_STEPS).result.report
     segments = select_segments(report, args.segment, args.gathers_only)
     print(f"{args.model}: {args.amount:.0%} {args.side}-side {args.method} {args.heuristic} masks; {report.summary()}")
     print(explain_text(segments))
@@ -333,20 +366,16 @@ def explain_text(segments: Sequence) -> str:
             head += f"; {segment.extra_pruned} dropped beyond the masks"
         if segment.frozen_by:
             head += f"; frozen by {', '.join(segment.frozen_by)}"
-        rows = [
-            {
-                "consumer": c.node,
-                "reads": c.source,
-                "access": c.access,
-                "needed/available": f"{c.channels_needed}/{c.channels_available}",
-                "copied": f"{c.copied_elements:,}",
-                "why": c.reason,
-            }  # fmt: skip
-            for c in segment.consumers
-        ]
-        table = "\n".join(line.rstrip() for line in format_table(rows).splitlines()) if rows else "(no consumers)"
+        table = consumer_table(segment.consumers) if segment.consumers else "(no consumers)"
         blocks.append(head + "\n" + "\n".join("  " + line for line in table.splitlines()))
     return "\n\n".join(blocks) if blocks else "(no segment selected)"
+
+
+def consumer_table(consumers: Sequence) -> str:
+    headers = ("consumer", "reads", "access", "needed/available", "copied", "why")
+    rows = [(c.node, c.source, c.access, f"{c.channels_needed}/{c.channels_available}", f"{c.copied_elements:,}",
+             c.reason) for c in consumers]  # fmt: skip
+    return format_table(rows, headers)
 
 
 def segment_graph(segments: Sequence) -> nx.DiGraph:
@@ -452,15 +481,14 @@ def command_bench(args: argparse.Namespace) -> int:
         return model, args.input_shape or shape
 
     load_before = os.getloadavg()
-    with Progress(lat.steps(config), enabled=False if args.quiet else None) as progress:
-        timings = lat.run(config, load, progress)
+    timings = bench_cases(config, load, quiet=args.quiet)
     load_after = os.getloadavg()
     print(f"{args.amount:.0%} {args.side}-side {args.method} {args.heuristic} masks, {args.dtype}, device "
           f"{args.device}, threads {args.threads}, {args.repeats} interleaved repeats (median [q1–q3] ms), load "
           f"average {load_before[0]:.2f} before / {load_after[0]:.2f} after, torch {torch.__version__}")  # fmt: skip
-    print(lat.format_table(timings))
+    print(latency_table(timings))
     print("\nElements copied per eager forward (M): by copying ops + by convolutions making strided inputs contiguous")
-    print(lat.format_copies(timings))
+    print(copies_table(timings))
     if args.csv:
         lat.write_csv(timings, args.csv)
         print(f"wrote {args.csv}")
@@ -468,6 +496,60 @@ def command_bench(args: argparse.Namespace) -> int:
         lat.plot(timings, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def bench_cases(config: lat.BenchConfig, load: Callable, *, quiet: bool) -> list[lat.Timing]:
+    """:func:`latency.run` for each model and batch size of ``config`` in turn (each loads its model afresh, seeded
+    alike), with a progress bar over them."""
+    cases = [(name, batch) for name in config.models for batch in config.batches]
+    timings: list[lat.Timing] = []
+    with progress_bar(cases, quiet=quiet, description="bench") as bar:
+        for name, batch in bar:
+            bar.set_description(f"bench {name}, batch {batch}")
+            timings += lat.run(dataclasses.replace(config, models=(name,), batches=(batch,)), load, bar.set_postfix_str)
+    return timings
+
+
+def latency_table(timings: Sequence[lat.Timing]) -> str:
+    """A Markdown table: per model, batch and backend, each variant's median ms [q1–q3], and upscale's ratios."""
+    groups = _by_variant(timings, lambda t: (t.model, t.batch, t.backend))
+    present = [v for v in lat.VARIANTS if any(v in row for row in groups.values())]
+    headers = ["model", "batch", "backend", *(f"{v} ms" for v in present), "upscale / oracle", "upscale / baseline"]
+    rows = [[*key, *(_quartiles(row.get(v)) for v in present), _ratio(row, "oracle"), _ratio(row, "baseline")]
+            for key, row in groups.items()]  # fmt: skip
+    return format_table(rows, headers, markdown=True)
+
+
+def copies_table(timings: Sequence[lat.Timing]) -> str:
+    """A Markdown table: per model and batch, the elements each variant copies per eager forward, as copying ops
+    + convolutions making strided inputs contiguous."""
+    groups = _by_variant(timings, lambda t: (t.model, t.batch))
+    rows = [[*key, *(_copies(row.get(v)) for v in lat.VARIANTS)] for key, row in groups.items()]
+    return format_table(rows, ["model", "batch", *lat.VARIANTS], markdown=True)
+
+
+def _by_variant(
+    timings: Sequence[lat.Timing], key: Callable[[lat.Timing], tuple]
+) -> dict[tuple, dict[str, lat.Timing]]:
+    groups: dict[tuple, dict[str, lat.Timing]] = {}
+    for t in timings:
+        groups.setdefault(key(t), {})[t.variant] = t
+    return groups
+
+
+def _quartiles(t: lat.Timing | None) -> str:
+    return "" if t is None else f"{t.median_ms:.1f} [{t.q1_ms:.1f}–{t.q3_ms:.1f}]"
+
+
+def _copies(t: lat.Timing | None) -> str:
+    return "" if t is None else f"{t.copied_elements / 1e6:.2f}M + {t.conv_copied_elements / 1e6:.2f}M"
+
+
+def _ratio(row: dict[str, lat.Timing], other: str) -> str:
+    """upscale's median relative to ``other``'s, as a signed percentage."""
+    if "upscale" not in row or other not in row:
+        return ""
+    return f"{100 * (row['upscale'].median_ms / row[other].median_ms - 1):+.1f}%"
 
 
 # ---------------------------------------------------------------------------------------------------------- parser
@@ -625,6 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
+        require_cli_extra()
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

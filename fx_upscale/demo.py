@@ -3,8 +3,8 @@ three modes, and print what each export costs and how exact it is.
 
     python -m fx_upscale.demo [--model resnet18] [--amount 0.3] [--side input] [--size 224]
 
-Needs torchvision (``pip install fx_upscale[models]``); weights are random (``weights=None``, seeded), so no
-download happens.
+Needs torchvision and tabulate (``pip install 'fx_upscale[models]'``); weights are random (``weights=None``, seeded),
+so no download happens.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 
 from . import export, mask
 from .planning import MODES
+from .tables import format_table
 
 
 def _load(name: str) -> torch.nn.Module:
@@ -53,15 +54,6 @@ def run(model_name: str, amount: float, side: str, size: int) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    columns = list(rows[0])
-    widths = [max(len(c), *(len(str(row[c])) for row in rows)) for c in columns]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines.append("-+-".join("-" * w for w in widths))
-    lines += [" | ".join(str(row[c]).ljust(w) for c, w in zip(columns, widths)) for row in rows]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet18", help="a torchvision classification model name")
@@ -74,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.model} (weights=None, seed 0), {args.amount:.0%} {args.side}-side unconstrained L2 masks, "
         f"input 1x3x{args.size}x{args.size}, float64"
     )
-    print(format_table(run(args.model, args.amount, args.side, args.size)))
+    rows = run(args.model, args.amount, args.side, args.size)
+    print(format_table([list(row.values()) for row in rows], headers=list(rows[0])))
     print("constrained drops 'extra pruned' channels beyond the masks, so it differs from the masked model.")
 
 

@@ -94,8 +94,9 @@ def test_reduced_experiment(tmp_path):
     assert keys == [("resnet18", h, "input") for h in ("l2", "hrank")]
     assert all(tuple(g) == compare.GAIN_COLUMNS for g in gains)
     assert all(g["levels"] >= 3 and math.isfinite(g["mean_gain"]) and g["best_gain"] >= g["mean_gain"] for g in gains)
-    table = compare.markdown(gains).splitlines()
-    assert len(table) == 2 + 1 + 1 and table[2].startswith("| resnet18 | input |")
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in compare.markdown(gains).splitlines()]
+    assert table[0] == ["model", "side", "l2", "hrank", "mean", "best (at sparsity)"] and set(table[1][0]) == {"-"}
+    assert len(table) == 2 + 1 + 1 and table[2][:2] == ["resnet18", "input"] and table[3][:2] == ["all", ""]
 
     # the checkpoint is cached, and one point recomputed by hand agrees with its row
     split = load_digits_split(DATA)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import tqdm
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
@@ -58,6 +59,12 @@ def run_process(*argv: str, module: bool = True) -> subprocess.CompletedProcess:
     script = Path(sys.executable).parent / "fx-upscale"
     command = [sys.executable, "-m", "fx_upscale", *argv] if module else [str(script), *argv]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+def markdown_rows(text: str, first_cell: str) -> list[list[str]]:
+    """The cells of the Markdown table rows of ``text`` that start with ``first_cell``."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in text.splitlines()]
+    return [row for row in rows if row[0] == first_cell]
 
 
 def rebuild_masked(out: Path, seed: int = 0) -> nn.Module:
@@ -166,8 +173,10 @@ def test_bench_writes_a_row_per_model_batch_backend_and_variant(tmp_path, capsys
     for row in rows:
         assert float(row["min_ms"]) <= float(row["q1_ms"]) <= float(row["median_ms"]) <= float(row["q3_ms"])
         assert float(row["q3_ms"]) <= float(row["max_ms"]) and row["repeats"] == "3"
-    assert stdout.count(f"| {FACTORY} | 1 | eager |") == stdout.count(f"| {FACTORY} | 3 | eager |") == 1
-    assert stdout.count(f"| {FACTORY} | 3 | ") == 2  # the latency row and the copies row
+    cells = markdown_rows(stdout, FACTORY)  # the latency table's rows, then the copies table's
+    assert [row[:3] for row in cells[:2]] == [[FACTORY, "1", "eager"], [FACTORY, "3", "eager"]]
+    assert [row[:2] for row in cells[2:]] == [[FACTORY, "1"], [FACTORY, "3"]]
+    assert all(re.fullmatch(r"\d+\.\d \[\d+\.\d–\d+\.\d\]", cell) for cell in cells[0][3:8])
     assert int(rows[-1]["conv_copied_elements"]) > 0 and png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -204,16 +213,42 @@ def test_summarize_reports_median_quartiles_and_range():
     assert latency.summarize([0.005, 0.001, 0.003, 0.002, 0.004]) == pytest.approx((3.0, 2.0, 4.0, 1.0, 5.0))
 
 
-def test_progress_bar_draws_on_a_terminal_only():
-    stream = io.StringIO()
-    with cli.Progress(2, stream, enabled=True) as progress:
-        progress("one")
-        progress("two")
-    assert "[" + "#" * 24 + "] 2/2" in stream.getvalue() and stream.getvalue().endswith("\n")
-    silent = io.StringIO()
-    with cli.Progress(2, silent) as progress:  # a StringIO is no terminal
-        progress("one")
-    assert silent.getvalue() == ""
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("on_terminal, quiet", [(True, False), (True, True), (False, False)])
+def test_progress_goes_through_tqdm_on_a_terminal_only_and_never_with_quiet(monkeypatch, capsys, on_terminal, quiet):
+    bars = []
+
+    class RecordedBar(tqdm.tqdm):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.drawn_at_start = not self.disable  # close() sets disable
+            bars.append(self)
+
+    monkeypatch.setattr(tqdm, "tqdm", RecordedBar)
+    terminal = Terminal()
+    if on_terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+    assert cli.main(["explain", FACTORY, "--input-shape", SHAPE, *(["--quiet"] if quiet else [])]) == 0
+    (bar,) = bars
+    steps = len(cli.PRUNE_STEPS)
+    drawn = terminal.getvalue() + capsys.readouterr().err
+    assert bar.total == steps
+    if on_terminal and not quiet:  # the whole bar, its line ended before the command's output
+        assert bar.drawn_at_start and bar.n == steps and f"{steps}/{steps}" in drawn and drawn.endswith("\n")
+    else:
+        assert not bar.drawn_at_start and drawn == ""
+
+
+@pytest.mark.parametrize("package", cli.CLI_EXTRA)
+def test_a_missing_cli_extra_fails_in_one_line(monkeypatch, capsys, package):
+    monkeypatch.setitem(sys.modules, package, None)  # as if it were not installed
+    code, stdout, err = run_main(capsys, "explain", FACTORY, "--input-shape", SHAPE)
+    assert code == 1 and stdout == "" and err.count("\n") == 1
+    assert f"error: the command line needs {package}: pip install 'fx_upscale[cli]'" in err
 
 
 def test_help_explains_every_option(capsys):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from fx_upscale.tables import format_table
+
 from . import compare
 from .experiment import DIGITS, MODELS, TRAINING, run_experiment, write_csv
 from .finetune import finetune_points
@@ -59,13 +61,10 @@ def main(argv: list[str] | None = None) -> None:
 def print_finetune(rows: list[dict], base: dict[str, float], seconds: float) -> None:
     model, epochs = rows[0]["model"], rows[0]["epochs"]
     print(f"\nfine-tuned exports of {model} (l2, input side, {epochs} epoch(s) each, {seconds:.0f} s):\n")
-    print("| method | amount | sparsity | accuracy after pruning | after fine-tuning |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print(
-            f"| {row['method']} | {row['amount']} | {row['sparsity']:.1%} | {row['accuracy_before']:.1%} | "
-            f"{row['accuracy']:.1%} |"
-        )
+    headers = ("method", "amount", "sparsity", "accuracy after pruning", "after fine-tuning")
+    cells = [(row["method"], row["amount"], f"{row['sparsity']:.1%}", f"{row['accuracy_before']:.1%}",
+              f"{row['accuracy']:.1%}") for row in rows]  # fmt: skip
+    print(format_table(cells, headers, markdown=True))
     (gain,) = compare.gains(rows, base)
     before = compare.gains([{**row, "accuracy": row["accuracy_before"]} for row in rows], base)[0]
     print(
@@ -74,17 +73,21 @@ def print_finetune(rows: list[dict], base: dict[str, float], seconds: float) -> 
     )
 
 
+def models_markdown(models: list[dict]) -> str:
+    """The trained models: parameters, training recipe, test accuracy, training seconds and load."""
+    headers = ("model", "params", "epochs", "batch", "test accuracy", "training s", "load during training")
+    rows = []
+    for info in models:
+        seconds = f"{info.get('seconds', float('nan')):.0f}" + (" (cached)" if info["cached"] else "")
+        load = f"{info.get('load_before', float('nan')):.1f} / {info.get('load_after', float('nan')):.1f}"
+        rows.append((info["model"], f"{info['params']:,}", info["epochs"], info["batch_size"],
+                     f"{info['accuracy']:.1%}", seconds, load))  # fmt: skip
+    return format_table(rows, headers, markdown=True)
+
+
 def print_summary(experiment, plot: Path) -> None:
     print("\ndigits: trained models (test accuracy, unpruned)\n")
-    print("| model | params | epochs | batch | test accuracy | training s | load during training |")
-    print("|---|---|---|---|---|---|---|")
-    for info in experiment.models:
-        load = f"{info.get('load_before', float('nan')):.1f} / {info.get('load_after', float('nan')):.1f}"
-        print(
-            f"| {info['model']} | {info['params']:,} | {info['epochs']} | {info['batch_size']} | "
-            f"{info['accuracy']:.1%} | {info.get('seconds', float('nan')):.0f}"
-            f"{' (cached)' if info['cached'] else ''} | {load} |"
-        )
+    print(models_markdown(experiment.models))
     print("\nGain of unconstrained over constrained (accuracy points, exported models, matched parameter counts;")
     print(f"mean over the sparsities {', '.join(f'{level:.0%}' for level in compare.LEVELS)} both curves reach):\n")
     print(compare.markdown(experiment.gains))

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy
 
+from fx_upscale.tables import format_table
+
 LEVELS = tuple(round(0.05 * i, 2) for i in range(1, 15))  # 5%, 10%, ... 70%
 GAIN_COLUMNS = ("model", "heuristic", "side", "levels", "mean_gain", "best_gain", "best_at")
 
@@ -72,22 +74,17 @@ def markdown(table: Sequence[dict]) -> str:
     """The gain table in Markdown: a row per (model, side) with the mean gain of each heuristic, its mean, and the
     best gain (and at which sparsity)."""
     heuristics = list(dict.fromkeys(row["heuristic"] for row in table))
-    lines = [
-        "| model | side | " + " | ".join(heuristics) + " | mean | best (at sparsity) |",
-        "|---|---|" + "---|" * len(heuristics) + "---|---|",
-    ]
+    rows = []
     for model, side in dict.fromkeys((row["model"], row["side"]) for row in table):
         members = {row["heuristic"]: row for row in table if (row["model"], row["side"]) == (model, side)}
         means = [members[h]["mean_gain"] for h in heuristics if h in members]
         best = max(members.values(), key=lambda row: row["best_gain"])
         cells = [f"{members[h]['mean_gain']:+.1f}" if h in members else "" for h in heuristics]
-        lines.append(
-            f"| {model} | {side} | " + " | ".join(cells) + f" | **{numpy.mean(means):+.1f}** | "
-            f"{best['best_gain']:+.1f} ({best['heuristic']}, {best['best_at']:.0%}) |"
-        )
+        best_cell = f"{best['best_gain']:+.1f} ({best['heuristic']}, {best['best_at']:.0%})"
+        rows.append([model, side, *cells, f"**{numpy.mean(means):+.1f}**", best_cell])
     overall = [row["mean_gain"] for row in table if not math.isnan(row["mean_gain"])]
-    lines.append("| all | | " + " | ".join("" for _ in heuristics) + f" | **{numpy.mean(overall):+.1f}** | |")
-    return "\n".join(lines)
+    rows.append(["all", "", *("" for _ in heuristics), f"**{numpy.mean(overall):+.1f}**", ""])
+    return format_table(rows, ["model", "side", *heuristics, "mean", "best (at sparsity)"], markdown=True)
 
 
 def plot(rows: Sequence[dict], base: dict[str, float], path: str) -> None:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from . import compare
 from .data import DataConfig, load_digits_split
-from .progress import ProgressBar
 from .sweep import AMOUNTS, HEURISTICS, SIDES, Setting, all_points, run_points
 from .train import TrainConfig, checkpoint_path, predict, trained_model
 
@@ -62,13 +62,13 @@ def run_experiment(
     trained_at = time.perf_counter()
     setting = Setting(data, training, directory)
     points = all_points(models, heuristics, sides, amounts)
-    bar = None if quiet else ProgressBar(len(points), "pruning ")
+    with tqdm(total=len(points), desc="pruning", disable=quiet) as bar:
 
-    def progress(row: dict) -> None:
-        if bar is not None:
-            bar.update(f"{row['model']} {row['heuristic']} {row['side']} {row['method']} {row['amount']}")
+        def progress(row: dict) -> None:
+            bar.set_postfix_str(f"{row['model']} {row['heuristic']} {row['side']} {row['method']} {row['amount']}")
+            bar.update()
 
-    rows = run_points(points, setting, workers, progress)
+        rows = run_points(points, setting, workers, progress)
     base = {info["model"]: info["accuracy"] for info in trained}
     timings = {
         "train_seconds": round(trained_at - start, 1),
@@ -90,7 +90,6 @@ def train_all(
     quiet: bool,
 ) -> list[dict]:
     """Train (or load from the cache) every model, ``workers`` at a time; each one's test accuracy and record."""
-    bar = None if quiet else ProgressBar(len(models), "training")
     jobs = [(name, data, training[name], directory) for name in models]
     cached = [job for job in jobs if checkpoint_path(job[0], job[2], data, directory).exists()]
     to_train = [job for job in jobs if job not in cached]
@@ -102,10 +101,12 @@ def train_all(
     else:
         outcomes = map(_train_one, cached + to_train)
     try:
-        for info in outcomes:
-            results[info["model"]] = info
-            if bar is not None:
-                bar.update(f"{info['model']}: {info['accuracy']:.1%}" + (" (cached)" if info["cached"] else ""))
+        with tqdm(outcomes, total=len(jobs), desc="training", disable=quiet) as bar:
+            for info in bar:
+                results[info["model"]] = info
+                bar.set_postfix_str(
+                    f"{info['model']}: {info['accuracy']:.1%}" + (" (cached)" if info["cached"] else "")
+                )
     finally:
         if pool is not None:
             pool.close()
