@@ -3,18 +3,19 @@
 Start with :func:`export` (``export.py``): it traces a model, analyses its channels (``channels.py``), groups them
 into segments (``segments.py``), plans which channels to keep and in which order (``planning.py``,
 ``ordering.py``) and applies the plan with FX passes (``passes/``). :func:`mask` chooses channels to prune and
-:class:`PruneSpec` names them; :func:`register_pointwise` / :func:`register_per_channel` (``registry.py``) teach it
-custom ops. Around the export: :func:`compile_backend` (``compile.py``) prunes inside
-``torch.compile``; :func:`save` / :func:`load` (``serialization.py``) write and read a pruned model as a ``.pt2``
-file; ``passes/`` composes with other passes under ``PassManager``.
+:class:`PruneSpec` names them. What each op does to channels lives in one handler per op family (``ops/``):
+:func:`register_pointwise` / :func:`register_per_channel` teach the default :class:`HandlerTable` custom ops,
+and :meth:`HandlerTable.register_handler` adds a full handler. Around the export: :func:`compile_backend`
+(``compile.py``) prunes inside ``torch.compile``; :func:`save` / :func:`load` (``serialization.py``) write and read
+a pruned model as a ``.pt2`` file; ``passes/`` composes with other passes under ``PassManager``.
 """
 
 from .compile import compile_backend
 from .errors import SpecError, TracingError, UnsupportedGraphError, UnsupportedOpError, UpscaleError
 from .export import ExportResult, export, plan
 from .masking import mask
-from .planning import ChannelPlan
-from .registry import register_per_channel, register_pointwise, unregister
+from .ops import HandlerTable, OpHandler, default_handlers
+from .plan_types import ChannelPlan
 from .report import ExportReport
 from .serialization import load, save
 from .spec import PruneSpec
@@ -22,6 +23,8 @@ from .tracing import trace
 
 __all__ = [
     "ChannelPlan",
+    "HandlerTable",
+    "OpHandler",
     "ExportReport",
     "ExportResult",
     "PruneSpec",
@@ -31,6 +34,7 @@ __all__ = [
     "UnsupportedOpError",
     "UpscaleError",
     "compile_backend",
+    "default_handlers",
     "export",
     "load",
     "mask",
@@ -42,3 +46,7 @@ __all__ = [
     "unregister",
 ]
 __version__ = "0.1.0"
+
+register_pointwise = default_handlers().register_pointwise
+register_per_channel = default_handlers().register_per_channel
+unregister = default_handlers().unregister

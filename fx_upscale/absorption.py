@@ -12,29 +12,10 @@ per-input runs. Start reading at :func:`absorbing_chain`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from . import registry as r
-from .channels import ChannelAnalysis, Read
-
-
-@dataclass(frozen=True)
-class Piece:
-    """``length`` channels of ``source`` from ``start`` (physical positions, along the cat axis)."""
-
-    source: str
-    start: int
-    length: int
-    whole: bool  # the piece is the entire input: use it as it is
-
-
-@dataclass(frozen=True)
-class CatSelection:
-    """Rewrite ``cat`` to concatenate ``pieces`` instead of its whole inputs."""
-
-    cat: str
-    pieces: tuple[Piece, ...]
-    consumer: str
+from .channels import ChannelAnalysis
+from .layouts import Read
+from .ops import Concat, Flatten, PerChannel, Pointwise, Reduce
+from .plan_types import CatPiece
 
 
 def absorbing_chain(analysis: ChannelAnalysis, read: Read) -> tuple[str, ...] | None:
@@ -48,14 +29,14 @@ def absorbing_chain(analysis: ChannelAnalysis, read: Read) -> tuple[str, ...] | 
         if len(node.users) != 1:
             return None
         chain.append(name)
-        if isinstance(role, r.Concat):
+        if isinstance(role, Concat):
             return tuple(reversed(chain)) if _concatenates_its_inputs(analysis, name, role) else None
-        if not isinstance(role, (r.Pointwise, r.PerChannel, r.Flatten, r.Reduce)):
+        if not isinstance(role, (Pointwise, PerChannel, Flatten, Reduce)):
             return None
         name = role.data
 
 
-def _concatenates_its_inputs(analysis: ChannelAnalysis, name: str, role: r.Concat) -> bool:
+def _concatenates_its_inputs(analysis: ChannelAnalysis, name: str, role: Concat) -> bool:
     """The cat's channels are its inputs' channels, in order (not ids made for an untracked cat)."""
     layout = analysis.layouts.get(name)
     if layout is None or role.dim != layout.axis or layout.repeat != 1:
@@ -67,19 +48,21 @@ def _concatenates_its_inputs(analysis: ChannelAnalysis, name: str, role: r.Conca
 
 def cat_pieces(
     analysis: ChannelAnalysis, cat: str, selected: tuple[int, ...], physical: dict[str, tuple[int, ...]]
-) -> tuple[Piece, ...]:
+) -> tuple[CatPiece, ...]:
     """Per input of ``cat``, the runs of ``selected`` (original cat positions, in physical order) as pieces."""
     role = analysis.roles[cat]
-    assert isinstance(role, r.Concat)
+    assert isinstance(role, Concat)
     wanted = set(selected)
-    pieces: list[Piece] = []
+    pieces: list[CatPiece] = []
     offset = 0
     for source in role.inputs:
         size = len(analysis.layouts[source].ids)
         order = physical[source]
         indices = [i for i, position in enumerate(order) if position + offset in wanted]
         for start, length in _runs(indices):
-            pieces.append(Piece(source, start, length, whole=(start == 0 and length == len(order))))
+            pieces.append(
+                CatPiece(source=source, start=start, length=length, whole=start == 0 and length == len(order))
+            )
         offset += size
     return tuple(pieces)
 

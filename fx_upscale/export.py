@@ -16,8 +16,10 @@ from torch import nn
 
 from .channels import ChannelAnalysis, analyse_channels
 from .errors import SpecError, describe_node
+from .ops import HandlerTable
 from .passes import apply_plan
-from .planning import ChannelPlan, plan_channels
+from .plan_types import ChannelPlan
+from .planning import plan_channels
 from .report import ExportReport, build_report, count_parameters
 from .segments import find_segments
 from .spec import PruneSpec
@@ -39,6 +41,7 @@ def export(
     mode: str = "upscale",
     on_unsupported: str = "raise",
     leaf_modules: Iterable[str] = (),
+    handlers: HandlerTable | None = None,
 ) -> ExportResult:
     """Export ``model`` with the channels of ``spec`` physically removed.
 
@@ -47,13 +50,14 @@ def export(
     subset) or ``"constrained"`` (no copies; drops every channel some consumer of its group does not need, so the
     output may differ from the masked model: see ``report.extra_pruned_channels``). ``on_unsupported="freeze"``
     keeps every channel that crosses an op fx_upscale cannot map, instead of raising. ``leaf_modules`` names
-    submodules not to trace into. The caller's model is never modified.
+    submodules not to trace into. ``handlers`` is the handler table saying how channels cross each op (default:
+    ``fx_upscale.default_handlers()``). The caller's model is never modified.
     """
     start = time.perf_counter()
     inputs = normalize_inputs(example_inputs)
     masked = spec.apply(model) if spec is not None else model
-    graph_module = trace(masked, inputs, leaf_modules, copy=spec is None)
-    analysis = analyse_channels(graph_module)
+    graph_module = trace(masked, inputs, leaf_modules, copy=spec is None, handlers=handlers)
+    analysis = analyse_channels(graph_module, handlers)
     if spec is not None:
         check_output_channels(spec, analysis)
     channel_plan = plan_channels(analysis, find_segments(analysis), mode, on_unsupported)
@@ -63,13 +67,19 @@ def export(
     return ExportResult(graph_module, report, channel_plan)
 
 
-def plan(graph_module: fx.GraphModule, *, mode: str = "upscale", on_unsupported: str = "raise") -> ChannelPlan:
+def plan(
+    graph_module: fx.GraphModule,
+    *,
+    mode: str = "upscale",
+    on_unsupported: str = "raise",
+    handlers: HandlerTable | None = None,
+) -> ChannelPlan:
     """The :class:`ChannelPlan` for a shape-annotated GraphModule holding masked weights (see ``tracing.trace``).
 
     Apply it with ``fx_upscale.passes.apply_plan(graph_module, plan)``, or put
     ``fx_upscale.passes.upscale_passes(plan)`` in your own ``PassManager``.
     """
-    analysis = analyse_channels(graph_module)
+    analysis = analyse_channels(graph_module, handlers)
     return plan_channels(analysis, find_segments(analysis), mode, on_unsupported)
 
 
@@ -84,7 +94,7 @@ def check_output_channels(spec: PruneSpec, analysis: ChannelAnalysis) -> None:
         if analysis.nodes[read.reader].op == "output":
             returned.update(analysis.classes(read.source))
     for name, role in analysis.roles.items():
-        weight = _weight_name(role)
+        weight = analysis.handler(name).output_weight(role)
         if weight not in spec.outputs or name not in analysis.layouts:
             continue
         classes = analysis.classes(name)
@@ -96,9 +106,3 @@ def check_output_channels(spec: PruneSpec, analysis: ChannelAnalysis) -> None:
                 "output's shape. Remove them from the spec (fx_upscale.mask never chooses them); to return fewer "
                 "channels, change the model's last layer"
             )
-
-
-def _weight_name(role: object) -> str | None:
-    """The weight parameter a role's output channels are pruned through (a grouped conv's is its ``conv``'s)."""
-    inner = getattr(role, "conv", role)
-    return getattr(inner, "weight", None)

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from dataclasses import replace
+from typing import cast
 
-from . import registry as r
-from .absorption import CatSelection, absorbing_chain, cat_pieces
-from .channels import ChannelAnalysis, Read
+from .absorption import absorbing_chain, cat_pieces
+from .channels import ChannelAnalysis
 from .errors import UnsupportedOpError, describe_node
+from .layouts import Read
+from .ops import Grouped, RewriteContext, Slice, Split, SplitPiece, Updates, producer_weights
 from .ordering import (
     Access,
     Block,
@@ -42,94 +43,8 @@ from .ordering import (
     physical_layout,
     share_gathers,
 )
+from .plan_types import MODES, CatSelection, ChannelPlan, ConsumerAccess, Mode, SegmentPlan
 from .segments import Segment
-
-Mode = Literal["upscale", "baseline", "constrained"]
-MODES = ("upscale", "baseline", "constrained")
-
-
-@dataclass(frozen=True)
-class ParamSlice:
-    """Keep ``indices`` (in this order) of parameter or buffer ``name`` along ``axis``.
-
-    With ``groups > 1`` (the input axis of a grouped convolution) the tensor is ``groups`` blocks along axis 0 and
-    ``indices`` lists each block's own selection in turn, all of one length.
-    """
-
-    name: str
-    axis: int
-    indices: tuple[int, ...]
-    size_before: int
-    groups: int = 1
-
-
-@dataclass(frozen=True)
-class AttrUpdate:
-    module: str
-    attr: str
-    value: int | tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class ArgUpdate:
-    node: str
-    index: int
-    keyword: str
-    value: Any
-
-
-@dataclass(frozen=True)
-class ConsumerAccess:
-    """How consumer ``node`` reads its input ``source``: positions of the source's physical layout."""
-
-    node: str
-    source: str
-    axis: int
-    repeat: int  # features per channel (after flatten)
-    access: Access
-    columns: tuple[int, ...]  # original input channels read, in physical order
-    copied_elements: int  # elements its gather copies per forward at the example inputs (0 if shared)
-    shared_with: str | None = None  # an earlier consumer whose identical gather it reuses
-    needed: int = 0  # channels it needs (non-zero columns of non-zero inputs)
-    available: int = 0  # channels its input carries after pruning
-    absorbed_into: str | None = None  # the cat that now concatenates only what it needs
-    element_size: int = 4  # bytes per element of its input
-    groups: int = 1  # a grouped convolution: reads equal blocks of channels, one per group, in group order
-
-    @property
-    def copied_bytes(self) -> int:
-        return self.copied_elements * self.element_size
-
-
-@dataclass(frozen=True)
-class SegmentPlan:
-    index: int
-    producers: tuple[str, ...]
-    consumers: tuple[ConsumerAccess, ...]
-    channels: int  # channel classes in the segment
-    kept: int
-    extra_pruned: int  # classes a consumer needed but mode "constrained" dropped
-    frozen_by: tuple[str, ...] = ()  # unknown ops whose channels were kept (on_unsupported="freeze")
-    cat_selections: tuple[CatSelection, ...] = ()
-    kept_for_groups: int = 0  # classes no consumer needed, kept so every group of a grouped conv has equal width
-
-
-@dataclass(frozen=True)
-class ChannelPlan:
-    mode: str
-    segments: tuple[SegmentPlan, ...]
-    physical: Mapping[str, tuple[int, ...]]  # node -> kept original channels of its output, in physical order
-    param_slices: tuple[ParamSlice, ...]
-    attr_updates: tuple[AttrUpdate, ...]
-    arg_updates: tuple[ArgUpdate, ...] = field(default=())
-
-    @property
-    def accesses(self) -> tuple[ConsumerAccess, ...]:
-        return tuple(access for segment in self.segments for access in segment.consumers)
-
-    @property
-    def cat_selections(self) -> tuple[CatSelection, ...]:
-        return tuple(selection for segment in self.segments for selection in segment.cat_selections)
 
 
 def plan_channels(
@@ -138,6 +53,7 @@ def plan_channels(
     """The :class:`ChannelPlan` for ``mode`` over every segment."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    checked_mode = cast(Mode, mode)
     if on_unsupported not in ("raise", "freeze"):
         raise ValueError(f"on_unsupported must be 'raise' or 'freeze', not {on_unsupported!r}")
     physical: dict[str, tuple[int, ...]] = {}
@@ -153,8 +69,11 @@ def plan_channels(
         planner = _SegmentPlanner(analysis, segment, mode, on_unsupported, owners_of, reads)
         segment_plans.append(planner.plan())
         physical.update(planner.physical)
-    slices, attrs, args = _parameter_updates(analysis, physical, segment_plans)
-    return ChannelPlan(mode, tuple(segment_plans), physical, slices, attrs, args)
+    updates = _parameter_updates(analysis, physical, segment_plans)
+    return ChannelPlan(
+        mode=checked_mode, segments=tuple(segment_plans), physical=physical, param_slices=tuple(updates.slices),
+        attr_updates=tuple(updates.attrs), arg_updates=tuple(updates.args),
+    )  # fmt: skip
 
 
 class _SegmentPlanner:
@@ -198,10 +117,11 @@ class _SegmentPlanner:
             layouts[name] = layout
             self.physical[name] = tuple(position_maps[name][p] for p in layout)
         consumers, selections = self._consumer_accesses(layouts, position_maps)
-        producers = tuple(o for o in self.segment.owners if r.producer_conv(self.analysis.roles[o]))
+        producers = tuple(o for o in self.segment.owners if producer_weights(self.analysis.roles[o]))
         return SegmentPlan(
-            self.segment.index, producers, consumers, len(self.segment.classes), len(kept),
-            len(kept_free - kept), frozen_by, selections, kept_for_groups,
+            index=self.segment.index, producers=producers, consumers=consumers, channels=len(self.segment.classes),
+            kept=len(kept), extra_pruned=len(kept_free - kept), frozen_by=frozen_by, cat_selections=selections,
+            kept_for_groups=kept_for_groups,
         )  # fmt: skip
 
     # -- what is kept ------------------------------------------------------------------------------------------
@@ -213,7 +133,7 @@ class _SegmentPlanner:
     def _pinned(self) -> frozenset[int]:
         """Classes whose channels are kept in their original order: graph inputs, outputs of unknown ops, and
         whatever a barrier (the graph output, an unknown op) reads."""
-        pinned = {self.analysis.class_of[i] for i in self.analysis.frozen} & set(self.segment.classes)
+        pinned = {self.analysis.class_of[i] for i in self.analysis.fixed} & set(self.segment.classes)
         for read in self.reads:
             if not read.consumer:
                 pinned |= self._classes_read(read, only_needed=False)
@@ -238,7 +158,7 @@ class _SegmentPlanner:
         weight columns, so the result stays exact."""
         extra = set()
         for owner in self.segment.owners:
-            if r.producer_conv(self.analysis.roles[owner]):
+            if producer_weights(self.analysis.roles[owner]):
                 classes = self.analysis.classes(owner)
                 if not set(classes) & kept:
                     extra.add(classes[0])
@@ -248,7 +168,7 @@ class _SegmentPlanner:
         """A slice or split piece, or a consumer reading one, none of whose channels is kept keeps one (a
         ``preferred`` one if it can) rather than an empty tensor; whoever reads it reads it through a zero weight
         column, or not at all."""
-        pieces = [name for name in self.segment.tensors if isinstance(self.analysis.roles[name], (r.Slice, r.Piece))]
+        pieces = [name for name in self.segment.tensors if isinstance(self.analysis.roles[name], (Slice, SplitPiece))]
         extra = set()
         for name in [read.source for read in self.consumer_reads] + pieces:
             classes = self.analysis.classes(name)
@@ -263,7 +183,7 @@ class _SegmentPlanner:
         """
         revived = set(kept)
         for owner in self.segment.owners:
-            if r.producer_conv(self.analysis.roles[owner]):
+            if producer_weights(self.analysis.roles[owner]):
                 classes = set(self.analysis.classes(owner))
                 if not classes & kept:
                     revived |= classes & kept_free
@@ -289,19 +209,19 @@ class _SegmentPlanner:
                     self.consumer_reads[index] = padded
             for owner in self.segment.owners:
                 role = self.analysis.roles[owner]
-                if isinstance(role, r.Grouped):
+                if isinstance(role, Grouped):
                     changed |= self._pad_groups(self.analysis.classes(owner), role.groups, kept_set)
             for split in self._channel_chunks():
                 changed |= self._pad_groups(self.analysis.classes(split.data), len(split.sections), kept_set)
         return frozenset(kept_set)
 
-    def _channel_chunks(self) -> list[r.Split]:
+    def _channel_chunks(self) -> list[Split]:
         """``chunk`` ops cutting a tensor of this segment along its channel axis: equal pieces, before and after."""
         tensors = set(self.segment.tensors)
         chunks = []
         for name in self.analysis.order:
             role = self.analysis.roles[name]
-            if isinstance(role, r.Split) and role.chunks and role.data in tensors:
+            if isinstance(role, Split) and role.chunks and role.data in tensors:
                 if self.analysis.layouts[role.data].axis == role.dim:
                     chunks.append(role)
         return chunks
@@ -341,7 +261,7 @@ class _SegmentPlanner:
         """Classes whose order must stay the original one: grouped outputs and the inputs grouped convs read."""
         bound: set[int] = set()
         for owner in self.segment.owners:
-            if isinstance(self.analysis.roles[owner], r.Grouped):
+            if isinstance(self.analysis.roles[owner], Grouped):
                 bound.update(self.analysis.classes(owner))
         for read in self.consumer_reads:
             if read.groups > 1:
@@ -468,9 +388,10 @@ class _SegmentPlanner:
             layout = self.analysis.layouts[read.source]
             accesses.append(
                 ConsumerAccess(
-                    read.reader, read.source, layout.axis, layout.repeat, access,
-                    _columns(access, self.physical[read.source]), copied, shared, needed,
-                    len(layouts[read.source]), absorbed.get(read.reader), read.element_size, read.groups,
+                    node=read.reader, source=read.source, axis=layout.axis, repeat=layout.repeat, access=access,
+                    columns=_columns(access, self.physical[read.source]), copied_elements=copied, shared_with=shared,
+                    channels_needed=needed, channels_available=len(layouts[read.source]),
+                    absorbed_into=absorbed.get(read.reader), element_size=read.element_size, groups=read.groups,
                 )
             )  # fmt: skip
         return tuple(accesses), tuple(selections)
@@ -504,7 +425,7 @@ class _SegmentPlanner:
         pieces = cat_pieces(self.analysis, chain[0], selected, self.physical)
         for name in chain:
             self.physical[name] = selected
-        return CatSelection(chain[0], pieces, read.reader)
+        return CatSelection(cat=chain[0], pieces=pieces, consumer=read.reader)
 
 
 def _columns(access: Access, physical: tuple[int, ...]) -> tuple[int, ...]:
@@ -515,82 +436,14 @@ def _columns(access: Access, physical: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(physical[i] for i in access.selected)
 
 
-def _expand(channels: tuple[int, ...], repeat: int) -> tuple[int, ...]:
-    return tuple(c * repeat + k for c in channels for k in range(repeat))
-
-
-def _range_updates(analysis: ChannelAnalysis, name: str, role: r.Split | r.Slice, kept: tuple[int, ...]):
-    """New sizes for a split, or a new range for a slice, along the channel axis of a pruned tensor."""
-    if analysis.layouts[role.data].axis != role.dim:
-        return []
-    node = analysis.nodes[name]
-
-    def count(start: int, end: int) -> int:
-        return sum(start <= p < end for p in kept)
-
-    if isinstance(role, r.Split):
-        if role.chunks:
-            return []  # its pieces keep equal widths (see _equalize_groups): chunk(n) still cuts them right
-        bounds = [sum(role.sections[:i]) for i in range(len(role.sections) + 1)]
-        sizes = tuple(count(a, b) for a, b in zip(bounds, bounds[1:]))
-        keyword = "split_size_or_sections" if node.op == "call_function" else "split_size"
-        return [ArgUpdate(name, 1, keyword, sizes)]
-    start, length = count(0, role.start), count(role.start, role.start + role.length)
-    if not role.getitem:
-        return [ArgUpdate(name, 2, "start", start), ArgUpdate(name, 3, "length", length)]
-    index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
-    index = index + (slice(None),) * (role.dim + 1 - len(index))
-    new = index[: role.dim] + (slice(start, start + length),) + index[role.dim + 1 :]
-    return [ArgUpdate(name, 1, "", new)]
-
-
-def _parameter_updates(analysis: ChannelAnalysis, physical: Mapping[str, tuple[int, ...]], segments: list):
-    """Parameter slices and attribute updates that realise ``physical`` and the consumers' columns."""
-    slices: list[ParamSlice] = []
-    attrs: list[AttrUpdate] = []
-    args: list[ArgUpdate] = []
-
-    def keep(name: str, axis: int, indices: tuple[int, ...], size: int, groups: int = 1) -> None:
-        if indices != tuple(range(size)) * groups:
-            slices.append(ParamSlice(name, axis, indices, size, groups))
-
-    columns = {access.node: access for segment in segments for access in segment.consumers}
+def _parameter_updates(
+    analysis: ChannelAnalysis, physical: Mapping[str, tuple[int, ...]], segments: list[SegmentPlan]
+) -> Updates:
+    """Parameter slices, attribute and argument updates that realise ``physical`` and the consumers' columns: each
+    node's handler says what pruning changes at it."""
+    accesses = {access.node: access for segment in segments for access in segment.consumers}
+    context = RewriteContext(analysis, physical, accesses)
+    updates = Updates()
     for name in analysis.order:
-        role, rows = analysis.roles[name], physical.get(name)
-        size = len(analysis.layouts[name].ids) if name in analysis.layouts else 0
-        conv = r.producer_conv(role)
-        if conv is not None and rows is not None:
-            keep(conv.weight, conv.weight_out_axis, rows, size)
-            if conv.bias is not None:
-                keep(conv.bias, 0, rows, size)
-            if conv.out_attr:
-                attrs.append(AttrUpdate(conv.module, conv.out_attr, len(rows)))
-        if conv is not None and name in columns:
-            access = columns[name]
-            full = len(analysis.layouts[access.source].ids) * access.repeat
-            if isinstance(role, r.Grouped):
-                width = full // role.groups
-                keep(conv.weight, 1, tuple(c % width for c in access.columns), width, role.groups)
-            else:
-                keep(conv.weight, conv.weight_in_axis, _expand(access.columns, access.repeat), full)
-            if conv.in_attr:
-                attrs.append(AttrUpdate(conv.module, conv.in_attr, len(access.columns) * access.repeat))
-        if isinstance(role, r.PerChannel) and rows is not None:
-            for param in role.params:
-                keep(param, 0, rows, size)
-            attrs.extend(AttrUpdate(role.module, attr, len(rows)) for attr in role.count_attrs)
-            if role.kind == "depthwise_functional":
-                args.append(ArgUpdate(name, 6, "groups", len(rows)))
-        if isinstance(role, r.LayerNorm) and rows is not None:
-            for param in (role.weight, role.bias):
-                if param is not None:
-                    keep(param, 0, rows, size)
-            if role.module is not None:
-                attrs.append(AttrUpdate(role.module, "normalized_shape", (len(rows),)))
-            if role.functional:
-                args.append(ArgUpdate(name, 1, "normalized_shape", (len(rows),)))
-        if isinstance(role, (r.Split, r.Slice)) and role.data in physical:
-            args.extend(_range_updates(analysis, name, role, physical[role.data]))
-        if isinstance(role, r.GetAttr) and rows is not None:
-            keep(str(analysis.nodes[name].target), analysis.layouts[name].axis, rows, size)
-    return tuple(slices), tuple(attrs), tuple(args)
+        analysis.handler(name).rewrite(name, analysis.roles[name], context, updates)
+    return updates

@@ -12,7 +12,7 @@ import torch
 import torch.fx as fx
 
 from .ordering import Full, Gather, Narrow
-from .planning import ChannelPlan, ConsumerAccess, SegmentPlan
+from .plan_types import ChannelPlan, ConsumerAccess, SegmentPlan
 
 
 @dataclass(frozen=True)
@@ -119,12 +119,12 @@ def _consumer_report(access: ConsumerAccess) -> ConsumerReport:
     else:
         assert isinstance(access.access, Gather)
         reason = (
-            f"needs {read} of {access.available} channels; forced: no channel order keeps them contiguous together "
-            "with the heavier consumers read as views"
+            f"needs {read} of {access.channels_available} channels; forced: no channel order keeps them contiguous "
+            "together with the heavier consumers read as views"
         )
         if access.access.within is not None:
             reason += f"; its gather copies {len(access.access.indices)}, shared by other consumers"
     return ConsumerReport(
-        access.node, access.source, kind, read, access.needed, access.available, access.copied_elements,
-        access.copied_bytes, reason,
+        access.node, access.source, kind, read, access.channels_needed, access.channels_available,
+        access.copied_elements, access.copied_bytes, reason,
     )  # fmt: skip

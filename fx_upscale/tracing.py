@@ -20,19 +20,20 @@ from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from .errors import TracingError, describe_node
-from .registry import is_registered_module
+from .ops import HandlerTable, default_handlers
 
 
 class _Tracer(fx.Tracer):
     """A tracer that records stack traces and treats the named submodules as leaves."""
 
-    def __init__(self, leaf_modules: Iterable[str]) -> None:
+    def __init__(self, leaf_modules: Iterable[str], handlers: HandlerTable) -> None:
         super().__init__()
         self.record_stack_traces = True
         self.leaf_names = frozenset(leaf_modules)
+        self.handlers = handlers
 
     def is_leaf_module(self, module: nn.Module, qualname: str) -> bool:
-        if qualname in self.leaf_names or is_registered_module(module):
+        if qualname in self.leaf_names or self.handlers.is_leaf(module):
             return True
         return super().is_leaf_module(module, qualname)
 
@@ -49,6 +50,7 @@ def trace(
     example_inputs: tuple[torch.Tensor, ...],
     leaf_modules: Iterable[str] = (),
     copy: bool = True,
+    handlers: HandlerTable | None = None,
 ) -> fx.GraphModule:
     """A shape-annotated GraphModule over ``model`` in eval mode; over a private copy unless ``copy=False``.
 
@@ -64,7 +66,11 @@ def trace(
             stacklevel=3,
         )
     private = deepcopy(model) if copy else model
-    gm = private if isinstance(private, fx.GraphModule) else _symbolic_trace(private, leaf_modules)
+    gm = (
+        private
+        if isinstance(private, fx.GraphModule)
+        else _symbolic_trace(private, leaf_modules, handlers or default_handlers())
+    )
     gm.eval()
     if gm.graph.eliminate_dead_code():
         gm.recompile()
@@ -93,8 +99,8 @@ def check_materialized(model: nn.Module, example_inputs: tuple[Any, ...]) -> Non
             )
 
 
-def _symbolic_trace(model: nn.Module, leaf_modules: Iterable[str]) -> fx.GraphModule:
-    tracer = _Tracer(leaf_modules)
+def _symbolic_trace(model: nn.Module, leaf_modules: Iterable[str], handlers: HandlerTable) -> fx.GraphModule:
+    tracer = _Tracer(leaf_modules, handlers)
     try:
         graph = tracer.trace(model)
     except Exception as error:  # any failure of symbolic tracing is reported the same way

@@ -18,7 +18,7 @@ from support import assert_exact, gathers_in_graph, randomize_batchnorm
 from torch import nn
 
 import fx_upscale
-from fx_upscale import PruneSpec, registry
+from fx_upscale import PruneSpec, ops
 from fx_upscale.channels import analyse_channels
 from fx_upscale.masking import scores
 from fx_upscale.segments import find_segments
@@ -86,7 +86,7 @@ def masked_classes(name: str, spec: PruneSpec, side: str) -> dict[str, tuple[fro
     analysis = analysis_of(name)
     found = {}
     for node, role in analysis.roles.items():
-        if not isinstance(role, registry.Weighted):
+        if not isinstance(role, ops.Weighted):
             continue
         held = analysis.classes(role.data if side == "input" else node)
         repeat = analysis.layouts[role.data].repeat if side == "input" else 1

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from .. import registry as r
-from ..channels import ChannelAnalysis, Read, analyse_channels
+from ..channels import ChannelAnalysis, analyse_channels
+from ..layouts import Read
+from ..ops import Carry, Flatten, Masking, Weighted
 from ..spec import PruneSpec
 
 
@@ -36,17 +37,22 @@ class Layer:
     repeat: int = 1  # weight entries per channel along its axis (a channel flattened into a linear layer)
 
 
+def masking(analysis: ChannelAnalysis, node: str) -> Masking:
+    """What mask() may do at ``node``, as its handler says."""
+    return analysis.handler(node).masking(analysis.roles[node])
+
+
 def pinned_classes(analysis: ChannelAnalysis, side: str) -> frozenset[int]:
     """Classes no layer masks on ``side``."""
-    pinned = {analysis.class_of[i] for i in analysis.frozen}
+    pinned = {analysis.class_of[i] for i in analysis.fixed}
     for read in analysis.reads:
-        role = analysis.roles[read.reader]
-        unmasked_reader = side == "input" and not isinstance(role, r.Weighted)
-        if not read.consumer or unmasked_reader or isinstance(role, r.LayerNorm):  # its statistics need them all
+        rule = masking(analysis, read.reader)
+        unmasked_reader = side == "input" and not rule.chooses
+        if not read.consumer or unmasked_reader or rule.reads_every_channel:  # e.g. LayerNorm's statistics
             pinned |= set(analysis.classes(read.source))
     if side == "output":
         for i, owner in analysis.owner.items():
-            if not isinstance(analysis.roles[owner], (r.Weighted, r.GetAttr, r.Source)):
+            if not masking(analysis, owner).owns_free_channels:
                 pinned.add(analysis.class_of[i])
     return frozenset(pinned)
 
@@ -56,12 +62,13 @@ def input_layers(analysis: ChannelAnalysis, pinned: frozenset[int], constrained:
     that each reader of a chosen channel masks it)."""
     layers = []
     for read in analysis.reads:
-        if not read.consumer or not isinstance(analysis.roles[read.reader], r.Weighted):
+        role = analysis.roles[read.reader]
+        if not read.consumer or not masking(analysis, read.reader).chooses:
             continue
+        assert isinstance(role, Weighted)
         classes = analysis.classes(read.source)
         free = set(classes) - pinned
         if free and (constrained or len(free) == len(set(classes))):
-            role = analysis.roles[read.reader]
             repeat = analysis.layouts[read.source].repeat
             layers.append(Layer(read.reader, role.weight, "input", classes, _unflattened(analysis, read), repeat))
     return layers
@@ -70,8 +77,8 @@ def input_layers(analysis: ChannelAnalysis, pinned: frozenset[int], constrained:
 def _unflattened(analysis: ChannelAnalysis, read: Read) -> str:
     """The tensor a read's channels come from, before any ``flatten`` (whose maps have lost their shape)."""
     name = read.source
-    while isinstance(analysis.roles[name], r.Flatten):
-        name = analysis.roles[name].data
+    while isinstance(role := analysis.roles[name], Flatten):
+        name = role.data
     return name
 
 
@@ -81,7 +88,8 @@ def output_layers(analysis: ChannelAnalysis, pinned: frozenset[int], constrained
     layers = []
     for name in analysis.order:
         role = analysis.roles[name]
-        if isinstance(role, r.Weighted) and name in analysis.layouts:
+        if masking(analysis, name).chooses and name in analysis.layouts:
+            assert isinstance(role, Weighted)
             classes = analysis.classes(name)
             free = set(classes) - pinned
             if free and (constrained or len(free) == len(set(classes))):
@@ -94,9 +102,7 @@ def _after_pass_through(analysis: ChannelAnalysis, name: str) -> str:
     node = analysis.nodes[name]
     while len(node.users) == 1:
         user = next(iter(node.users))
-        role = analysis.roles[user.name]
-        batchnorm = isinstance(role, r.PerChannel) and role.kind == "batchnorm"
-        if not (batchnorm or isinstance(role, r.Pointwise)) or user.name not in analysis.layouts:
+        if not masking(analysis, user.name).ranks_after or user.name not in analysis.layouts:
             break
         node = user
     return node.name
@@ -107,7 +113,7 @@ def slices(gm: fx.GraphModule, analysis: ChannelAnalysis, layer: Layer, flatten:
     on the input side; its filter and bias entry on the output side). With ``flatten=False``, input-side slices are
     a view with the channel on dimension 0 and the rest unflattened (flattening weight columns copies the weight)."""
     role = analysis.roles[layer.node]
-    assert isinstance(role, r.Weighted)
+    assert isinstance(role, Weighted)
     weight = _tensor(gm, role.weight)
     if layer.side == "input":
         columns = weight.transpose(0, role.weight_in_axis).unflatten(0, (len(layer.classes), -1))
@@ -142,8 +148,7 @@ def output_spec(
         masked[layer.weight] = set(positions)
         for weight in _following_per_channel(analysis, layer.node):
             masked.setdefault(weight, set()).update(positions)
-    sizes = {role.weight: len(analysis.layouts[node].ids) for node, role in analysis.roles.items()
-             if isinstance(role, r.PerChannel) and node in analysis.layouts}  # fmt: skip
+    sizes = {weight: len(analysis.layouts[node].ids) for node, weight in _per_channel_weights(analysis).items()}
     masked = {weight: _leave_one(positions, sizes.get(weight)) for weight, positions in masked.items()}
     found, masked_analysis = _masked_downstream(gm, analysis, rows_of, masked)
     for weight, positions in found.items():
@@ -198,15 +203,15 @@ def _masked_downstream(
         masked_analysis = analyse_channels(work)
         zeros = masked_analysis.zeros
         new: dict[str, set[int]] = {}
-        for node, role in analysis.roles.items():
-            if isinstance(role, r.PerChannel) and role.weight and node in analysis.layouts:
-                classes, zero_in = analysis.classes(node), zeros.get(role.data, ())
-                have = masked.get(role.weight, set()) | found.get(role.weight, set())
-                positions = [p for p, c in enumerate(classes) if c in dead and p < len(zero_in) and zero_in[p]]
-                room = len(classes) - 1 - len(have)
-                positions = [p for p in positions if p not in have][: max(room, 0)]
-                if positions:
-                    new[role.weight] = set(positions)
+        for node, weight in _per_channel_weights(analysis).items():
+            data = masking(analysis, node).per_channel_input
+            classes, zero_in = analysis.classes(node), zeros.get(data or "", ())
+            have = masked.get(weight, set()) | found.get(weight, set())
+            positions = [p for p, c in enumerate(classes) if c in dead and p < len(zero_in) and zero_in[p]]
+            room = len(classes) - 1 - len(have)
+            positions = [p for p in positions if p not in have][: max(room, 0)]
+            if positions:
+                new[weight] = set(positions)
         if not new:
             return found, masked_analysis
         for weight, positions in new.items():
@@ -219,9 +224,20 @@ def _following_per_channel(analysis: ChannelAnalysis, name: str) -> list[str]:
     weights, node = [], analysis.nodes[name]
     while len(node.users) == 1:
         node = next(iter(node.users))
-        role = analysis.roles[node.name]
-        if isinstance(role, r.PerChannel) and role.weight is not None:
-            weights.append(role.weight)
-        elif not isinstance(role, r.Pointwise):
+        rule = masking(analysis, node.name)
+        if rule.carry is Carry.PER_CHANNEL and rule.per_channel_weight is not None:
+            weights.append(rule.per_channel_weight)
+        elif rule.carry is not Carry.THROUGH:
             break
+    return weights
+
+
+def _per_channel_weights(analysis: ChannelAnalysis) -> dict[str, str]:
+    """Per-channel layers carrying channels (node -> its weight): masked with the channels they carry."""
+    weights = {}
+    for node in analysis.order:
+        if node in analysis.layouts:
+            weight = masking(analysis, node).per_channel_weight
+            if weight is not None:
+                weights[node] = weight
     return weights

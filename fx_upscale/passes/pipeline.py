@@ -14,7 +14,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from torch.fx.passes.infra.pass_manager import PassManager
 
 from ..errors import UpscaleError
-from ..planning import ChannelPlan
+from ..plan_types import ChannelPlan
 from .cleanup import CleanupPass
 from .reorder import ChannelReorderPass
 

@@ -17,10 +17,9 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
-from ..absorption import CatSelection
 from ..errors import UnsupportedGraphError
 from ..ordering import Full, Gather, Narrow
-from ..planning import ChannelPlan, ConsumerAccess, ParamSlice
+from ..plan_types import CatSelection, ChannelPlan, ConsumerAccess, ParamSlice
 from .invariants import INDEX_PREFIX, check_graph_module, check_plan_applied
 
 
@@ -172,7 +171,7 @@ def _select_in_cat(graph: fx.Graph, nodes: dict[str, fx.Node], selection: CatSel
 
 
 def _cat_dim(cat: fx.Node) -> int:
-    # fx types every argument as the whole Argument union; a traced cat's dim is an int (registry.py reads it so)
+    # fx types every argument as the whole Argument union; a traced cat's dim is an int (ops/elementwise.py reads it so)
     dim = cast(int, cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0))
     return dim % len(cat.meta["tensor_meta"].shape)
 

@@ -1,0 +1,58 @@
+"""Op handlers: what each op does to channels, in one place per op family.
+
+- ``base.py``: the :class:`OpHandler` contract (recognise, propagate, rewrite, masking, invariant) and its values.
+- ``table.py``: :class:`HandlerTable`, targets and roles to handlers; :func:`default_handlers`.
+- the families: ``weighted.py`` (conv, linear, grouped conv), ``norm.py`` (BatchNorm, depthwise conv, registered
+  per-channel modules, LayerNorm), ``pointwise.py``, ``elementwise.py`` (add/sub/mul/div, cat), ``split.py``
+  (split, chunk, narrow, slicing), ``shape.py`` (flatten, reshape, permute, reductions), ``structural.py`` (graph
+  inputs and output, attributes, shape queries, barriers).
+
+Adding an op family is one handler class (and its role) plus its routes in a table; the recipe
+``passes/custom_handler.py`` registers a full handler for a custom module.
+"""
+
+from __future__ import annotations
+
+from .base import Carry, Context, Masking, Mismatch, OpHandler, RewriteContext, Updates
+from .elementwise import Concat, Elementwise, Operation
+from .norm import LayerNorm, PerChannel, PerChannelKind
+from .pointwise import Pointwise
+from .shape import Flatten, Permute, Reduce, Reshape
+from .split import Slice, Split, SplitPiece
+from .structural import GetAttr, Metadata, Output, Source, Unknown
+from .table import HandlerTable, default_handlers
+from .weighted import Grouped, Weighted, producer_weights
+
+__all__ = [
+    "Carry",
+    "Concat",
+    "Context",
+    "Elementwise",
+    "Flatten",
+    "GetAttr",
+    "Grouped",
+    "HandlerTable",
+    "LayerNorm",
+    "Masking",
+    "Metadata",
+    "Mismatch",
+    "OpHandler",
+    "Operation",
+    "Output",
+    "PerChannel",
+    "PerChannelKind",
+    "Permute",
+    "Pointwise",
+    "Reduce",
+    "Reshape",
+    "RewriteContext",
+    "Slice",
+    "Source",
+    "Split",
+    "SplitPiece",
+    "Unknown",
+    "Updates",
+    "Weighted",
+    "default_handlers",
+    "producer_weights",
+]

@@ -1,0 +1,78 @@
+"""Pointwise ops: activations, pooling, dropout, identity, copies: channel ``c`` of the input becomes channel ``c``
+of the output, nothing is resliced.
+
+Whether ``f(0) == 0`` (ReLU: yes; sigmoid: no) decides whether a pruned, all-zero channel is still zero after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Carry, Context, Masking, OpHandler, data_name, is_tensor
+from .structural import Unknown
+
+if TYPE_CHECKING:
+    from ..channels import ChannelWalk
+
+ZERO_TO_NONZERO_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus)
+POINTWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid,
+    nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+)  # fmt: skip
+ZERO_TO_NONZERO_FUNCTIONS = (torch.sigmoid, F.sigmoid, F.hardsigmoid, F.softplus)
+POINTWISE_FUNCTIONS = ZERO_TO_NONZERO_FUNCTIONS + (
+    F.relu, torch.relu, F.relu_, torch.relu_, F.relu6, F.hardtanh, F.silu, F.gelu, torch.tanh, F.tanh,
+    F.hardswish, F.leaky_relu, F.elu, F.selu, F.celu, F.mish,
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+)  # fmt: skip
+ZERO_TO_NONZERO_METHODS = ("sigmoid", "sigmoid_")
+POINTWISE_METHODS = ZERO_TO_NONZERO_METHODS + (
+    "relu", "relu_", "tanh", "tanh_", "contiguous", "clone", "detach", "float", "double", "half", "to",
+)  # fmt: skip
+# Wrapped (leaf) functions known by qualified name, so the table needs no optional import.
+POINTWISE_QUALNAMES = ("torchvision.ops.stochastic_depth.stochastic_depth",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pointwise:
+    data: str
+    keeps_zero: bool  # f(0) == 0, so an all-zero channel stays all-zero
+
+
+class PointwiseHandler(OpHandler[Pointwise]):
+    """The table's data for a pointwise target is its ``keeps_zero``."""
+
+    role = Pointwise
+    reads_split_layouts = True
+
+    def recognise(self, node: fx.Node, context: Context, data: Any) -> Pointwise | Unknown:
+        source = data_name(node)
+        if node.op == "call_module":
+            assert source is not None  # the table checked the module's one tensor input
+            return Pointwise(data=source, keeps_zero=bool(data))
+        tensor_inputs = [n for n in node.all_input_nodes if is_tensor(n)]
+        if source is None or len(tensor_inputs) != 1:
+            return Unknown("pointwise op with other than one tensor input")
+        return Pointwise(data=source, keeps_zero=bool(data))
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Pointwise) -> None:
+        source = walk.layouts.get(role.data)
+        if source is not None:
+            zeros = walk.zeros[role.data] if role.keeps_zero else (False,) * len(source.ids)
+            walk.set_output(node, source, zeros)
+
+    def masking(self, role: Pointwise) -> Masking:
+        return Masking(carry=Carry.THROUGH, ranks_after=True)

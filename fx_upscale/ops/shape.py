@@ -1,0 +1,239 @@
+"""Ops that move, merge or reduce axes around the channels: flatten, reshape, permute, reductions.
+
+- :class:`Flatten` ``flatten`` / ``view`` / ``reshape`` that expand each channel into consecutive features.
+- :class:`Reshape` other ``view`` / ``reshape``: channels pass through if the channel axis survives as an axis, or
+  is split into (groups, channels per group) and merged back: the steps of a channel shuffle.
+- :class:`Permute` ``permute`` / ``transpose`` / ``swapaxes``: moves the channel axis, channels unchanged.
+- :class:`Reduce` ``mean`` / ``sum`` / ``amax`` over axes other than the channel axis.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.fx as fx
+
+from ..layouts import Layout
+from .base import Context, OpHandler, arg, data_name, shape
+from .structural import Unknown
+
+if TYPE_CHECKING:
+    from ..channels import ChannelWalk
+
+PERMUTE_FUNCTIONS = (torch.permute, torch.transpose, torch.swapaxes, torch.swapdims)
+PERMUTE_METHODS = ("permute", "transpose", "swapaxes", "swapdims")
+REDUCE_FUNCTIONS = (torch.mean, torch.sum, torch.amax)
+REDUCE_METHODS = ("mean", "sum", "amax")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flatten:
+    data: str
+    start_dim: int
+    constant: bool = False  # a view/reshape whose flattened size is a literal: pruning what it merges breaks it
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reshape:
+    data: str
+    before: tuple[int, ...]
+    after: tuple[int, ...]
+    constant_axes: frozenset[int] = frozenset()  # output axes whose size is a literal in the graph
+
+    def channel_axis_after(self, axis: int) -> int | None:
+        """Where input axis ``axis`` is in the output, if the reshape keeps it whole as one axis."""
+        leading = math.prod(self.before[:axis])
+        for k, size in enumerate(self.after):
+            if math.prod(self.after[:k]) == leading and size == self.before[axis]:
+                return None if k in self.constant_axes else k
+        return None
+
+    def split_axis(self, axis: int) -> int | None:
+        """``k`` if input axis ``axis`` becomes output axes ``k`` (groups, a literal) and ``k + 1`` (computed)."""
+        leading = math.prod(self.before[:axis])
+        for k in range(len(self.after) - 1):
+            if math.prod(self.after[:k]) == leading and self.after[k] * self.after[k + 1] == self.before[axis]:
+                if self.after[k] > 1 and k + 1 not in self.constant_axes:
+                    return k
+        return None
+
+    def merged_axis(self, axis: int) -> int | None:
+        """``k`` if input axes ``axis`` and ``axis + 1`` become output axis ``k`` (of a computed size)."""
+        leading, merged = math.prod(self.before[:axis]), self.before[axis] * self.before[axis + 1]
+        for k, size in enumerate(self.after):
+            if math.prod(self.after[:k]) == leading and size == merged and k not in self.constant_axes:
+                return k
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Permute:
+    data: str
+    dims: tuple[int, ...]  # output axis ``i`` is input axis ``dims[i]`` (non-negative)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reduce:
+    data: str
+    dims: tuple[int, ...]
+    keepdim: bool
+
+
+class FlattenHandler(OpHandler[Flatten]):
+    """A channel flattened with the axes after it becomes ``repeat`` consecutive features."""
+
+    role = Flatten
+
+    def recognise(self, node: fx.Node, context: Context, data: Any) -> Any:
+        if node.op == "call_module":
+            module = context.graph_module.get_submodule(str(node.target))
+            if module.end_dim != -1:
+                return Unknown("Flatten with end_dim != -1")
+            return Flatten(data=str(data_name(node)), start_dim=module.start_dim)
+        if node.target in ("view", "reshape"):
+            return _recognise_reshape(node)
+        start_dim, end_dim = arg(node, 1, "start_dim", 0), arg(node, 2, "end_dim", -1)
+        source, ndim = data_name(node), len(shape(node.args[0]))
+        if source is None or ndim == 0 or end_dim % ndim != ndim - 1:
+            return Unknown("flatten that does not run to the last axis")
+        return Flatten(data=source, start_dim=start_dim % ndim)
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Flatten) -> bool | None:
+        source = walk.layouts.get(role.data)
+        if source is None:
+            return None
+        if role.start_dim < source.axis:
+            return False
+        if role.constant and role.start_dim <= source.axis:  # only a computed size (-1, x.size(...)) follows
+            walk.barrier(node, "a view/reshape to a constant size merges the channel axis")
+            return None
+        repeat = source.repeat
+        if role.start_dim == source.axis:
+            repeat *= math.prod(shape(walk.nodes[role.data])[source.axis + 1 :])
+        walk.set_output(node, Layout(source.axis, source.ids, repeat), walk.zeros[role.data])
+        return None
+
+
+def _recognise_reshape(node: fx.Node) -> Flatten | Reshape | Unknown:
+    """``view``/``reshape`` that equals ``flatten(start_dim)`` for some start_dim is a flatten."""
+    data = node.args[0]
+    if not isinstance(data, fx.Node):
+        return Unknown("reshape of a non-tensor")
+    before, after = shape(data), shape(node)
+    constant = _constant_sizes(node, len(after))
+    start = len(after) - 1
+    if before[:start] == after[:start] and math.prod(before[start:]) == after[-1]:
+        return Flatten(data=data.name, start_dim=start, constant=start in constant)
+    return Reshape(data=data.name, before=tuple(before), after=tuple(after), constant_axes=constant)
+
+
+def _constant_sizes(node: fx.Node, ndim: int) -> frozenset[int]:
+    """Output axes of a view/reshape whose size is a literal int (not -1, not computed in the graph)."""
+    sizes = list(node.args[1:]) or [node.kwargs.get("shape", node.kwargs.get("size", ()))]
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = list(sizes[0])
+    if len(sizes) != ndim:
+        return frozenset(range(ndim))
+    return frozenset(k for k, size in enumerate(sizes) if isinstance(size, int) and size != -1)
+
+
+class ReshapeHandler(OpHandler[Reshape]):
+    """Channels pass through a reshape that keeps the channel axis whole, that splits it into (groups, channels
+    per group) or that merges such a split back: the three steps of a channel shuffle."""
+
+    role = Reshape
+    reads_split_layouts = True
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Reshape) -> None:
+        source = walk.layouts.get(role.data)
+        if source is None:
+            return
+        zeros = walk.zeros[role.data]
+        whole = source.repeat == 1 and not source.split
+        if whole and (axis := role.channel_axis_after(source.axis)) is not None:
+            walk.set_output(node, Layout(axis, source.ids), zeros)
+        elif whole and (axis := role.split_axis(source.axis)) is not None:
+            _tie_ranks(walk, source.ids, role.after[axis])
+            walk.set_output(node, Layout(axis, source.ids, split=role.after[axis]), zeros)
+        elif source.split and (axis := role.merged_axis(source.axis)) is not None:
+            walk.set_output(node, Layout(axis, source.ids), zeros)
+        else:
+            walk.barrier(node, f"reshape from {role.before} to {role.after} splits or merges the channel axis")
+
+
+def _tie_ranks(walk: ChannelWalk, ids: tuple[int, ...], groups: int) -> None:
+    """Channel ``k`` of every group is kept or removed together, so that each group keeps the same channels and
+    the shuffle interleaves them exactly as before pruning."""
+    per_group = len(ids) // groups
+    for g in range(1, groups):
+        for k in range(per_group):
+            walk.tied.union(ids[k], ids[g * per_group + k])
+
+
+class PermuteHandler(OpHandler[Permute]):
+    role = Permute
+    reads_split_layouts = True
+
+    def recognise(self, node: fx.Node, context: Context, data: Any) -> Permute | Unknown:
+        name = getattr(node.target, "__name__", node.target)
+        source, ndim = data_name(node), len(shape(node))
+        if source is None or ndim == 0:
+            return Unknown("permute of a non-tensor")
+        arguments = list(node.args[1:]) + list(node.kwargs.values())
+        if name == "permute":
+            single = len(arguments) == 1 and isinstance(arguments[0], (list, tuple))
+            dims = list(arguments[0]) if single else arguments
+        elif len(arguments) == 2:
+            a, b = (d % ndim for d in arguments)
+            dims = list(range(ndim))
+            dims[a], dims[b] = b, a
+        else:
+            return Unknown(f"{name} with arguments {arguments}")
+        if not all(isinstance(d, int) for d in dims) or len(dims) != ndim:
+            return Unknown(f"{name} with dimensions that are not constants: {dims}")
+        return Permute(data=source, dims=tuple(d % ndim for d in dims))
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Permute) -> bool | None:
+        source = walk.layouts.get(role.data)
+        if source is None:
+            return None
+        if source.repeat != 1:
+            return False
+        if not source.split:
+            walk.set_output(node, Layout(role.dims.index(source.axis), source.ids), walk.zeros[role.data])
+            return None
+        swap = list(range(len(role.dims)))
+        swap[source.axis], swap[source.axis + 1] = source.axis + 1, source.axis
+        if list(role.dims) != swap:
+            return False  # only the shuffle's transpose of the two channel axes is mapped
+        per_group = len(source.ids) // source.split
+        order = [g * per_group + k for k in range(per_group) for g in range(source.split)]
+        zeros = walk.zeros[role.data]
+        layout = Layout(source.axis, tuple(source.ids[i] for i in order), split=per_group)
+        walk.set_output(node, layout, tuple(zeros[i] for i in order))
+        return None
+
+
+class ReduceHandler(OpHandler[Reduce]):
+    role = Reduce
+
+    def recognise(self, node: fx.Node, context: Context, data: Any) -> Reduce | Unknown:
+        source, dims, keepdim = data_name(node), arg(node, 1, "dim"), arg(node, 2, "keepdim", False)
+        if source is None or dims is None:
+            return Unknown("reduction over every axis")
+        ndim = len(shape(node.args[0]))
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        return Reduce(data=source, dims=tuple(sorted(d % ndim for d in dims)), keepdim=bool(keepdim))
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Reduce) -> bool | None:
+        source = walk.layouts.get(role.data)
+        if source is None:
+            return None
+        if source.axis in role.dims or source.repeat != 1:
+            return False
+        axis = source.axis if role.keepdim else source.axis - sum(d < source.axis for d in role.dims)
+        walk.set_output(node, Layout(axis, source.ids), walk.zeros[role.data])
+        return None

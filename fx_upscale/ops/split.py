@@ -1,0 +1,180 @@
+"""Cutting the channel axis: ``split`` / ``chunk`` into pieces, ``narrow`` and ``x[:, a:b]`` slices.
+
+- :class:`Split` cuts an axis into pieces (along another axis than the channels', each piece carries every
+  channel); :class:`SplitPiece` is ``getitem`` of one piece.
+- :class:`Slice` one range of an axis.
+
+When channels are removed, split sizes and slice bounds are rewritten to count the kept channels of each range;
+``chunk`` pieces keep equal widths instead (the planner pads them), so ``chunk(n)`` still cuts them right.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.fx as fx
+
+from ..layouts import Layout
+from .base import Context, OpHandler, RewriteContext, Updates, arg, data_name, shape
+from .pointwise import Pointwise
+from .structural import Unknown
+
+if TYPE_CHECKING:
+    from ..channels import ChannelWalk
+
+SPLIT_FUNCTIONS = (torch.split, torch.chunk)
+SPLIT_METHODS = ("split", "chunk")
+_SPLITS = {("call_function", torch.split), ("call_function", torch.chunk)} | {("call_method", m) for m in SPLIT_METHODS}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Split:
+    data: str
+    dim: int  # non-negative
+    sections: tuple[int, ...]  # piece sizes along ``dim`` at the example inputs
+    chunks: bool  # ``chunk``: equal pieces, so every piece must keep the same number of channels
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitPiece:
+    split: str
+    index: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Slice:
+    data: str
+    dim: int  # non-negative
+    start: int
+    length: int
+    getitem: bool  # ``x[...]`` (rewrite the index) rather than ``narrow`` (rewrite start and length)
+
+
+def _count(kept: tuple[int, ...], start: int, end: int) -> int:
+    return sum(start <= p < end for p in kept)
+
+
+class SplitHandler(OpHandler[Split]):
+    role = Split
+
+    def recognise(self, node: fx.Node, context: Context, data: Any) -> Split | Unknown:
+        kind = "chunk" if node.target in (torch.chunk, "chunk") else "split"
+        source, axes = data_name(node), shape(node.args[0])
+        if source is None or not axes:
+            return Unknown(f"{kind} of a non-tensor")
+        size = arg(node, 1, "chunks" if kind == "chunk" else "split_size_or_sections")
+        size = node.kwargs.get("split_size", size)
+        dim = arg(node, 2, "dim", 0) % len(axes)
+        length = axes[dim]
+        if kind == "chunk":
+            if not isinstance(size, int) or length % size:
+                return Unknown(f"chunk into {size} pieces of an axis of {length}: not equal pieces")
+            return Split(data=source, dim=dim, sections=(length // size,) * size, chunks=True)
+        if isinstance(size, int):
+            sections = (size,) * (length // size) + ((length % size,) if length % size else ())
+        elif isinstance(size, (list, tuple)) and all(isinstance(s, int) for s in size):
+            sections = tuple(size)
+        else:
+            return Unknown(f"split with sizes that are not constants: {size}")
+        return Split(data=source, dim=dim, sections=sections, chunks=False)
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Split) -> bool | None:
+        source = walk.layouts.get(role.data)
+        if source is None:
+            return None
+        if role.dim == source.axis and source.repeat != 1:
+            return False
+        walk.splits[node.name] = (role, source, walk.zeros[role.data])
+        return None
+
+    def rewrite(self, name: str, role: Split, context: RewriteContext, updates: Updates) -> None:
+        kept = context.physical.get(role.data)
+        if kept is None or role.chunks or context.analysis.layouts[role.data].axis != role.dim:
+            return  # chunk pieces keep equal widths (the planner pads them): chunk(n) still cuts them right
+        bounds = [sum(role.sections[:i]) for i in range(len(role.sections) + 1)]
+        sizes = tuple(_count(kept, a, b) for a, b in zip(bounds, bounds[1:]))
+        node = context.analysis.nodes[name]
+        updates.arg(name, 1, "split_size_or_sections" if node.op == "call_function" else "split_size", sizes)
+
+
+class SplitPieceHandler(OpHandler[SplitPiece]):
+    """A piece of a split along the channel axis holds that range of channels; along another axis, all."""
+
+    role = SplitPiece
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: SplitPiece) -> None:
+        if role.split not in walk.splits:
+            return  # a piece of an untracked tensor
+        split, source, zeros = walk.splits[role.split]
+        if split.dim != source.axis:
+            walk.set_output(node, source, zeros)
+            return
+        index = role.index % len(split.sections)
+        start, length = sum(split.sections[:index]), split.sections[index]
+        walk.set_output(node, Layout(source.axis, source.ids[start : start + length]), zeros[start : start + length])
+
+
+class SliceHandler(OpHandler[Slice]):
+    """``narrow`` with constant arguments, and ``getitem``: a split's piece, or basic slicing of one axis."""
+
+    role = Slice
+
+    def recognise(self, node: fx.Node, context: Context, data: Any) -> Any:
+        if node.target is operator.getitem:
+            return _recognise_getitem(node)
+        source, axes = data_name(node), shape(node.args[0])
+        dim, start, length = arg(node, 1, "dim"), arg(node, 2, "start"), arg(node, 3, "length")
+        if source is None or not axes or not all(isinstance(v, int) for v in (dim, start, length)):
+            return Unknown("narrow with arguments that are not constants")
+        dim %= len(axes)
+        return Slice(data=source, dim=dim, start=start % axes[dim], length=length, getitem=False)
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Slice) -> bool | None:
+        source = walk.layouts.get(role.data)
+        if source is None:
+            return None
+        if role.dim != source.axis:
+            walk.set_output(node, source, walk.zeros[role.data])
+            return None
+        if source.repeat != 1:
+            return False
+        kept = slice(role.start, role.start + role.length)
+        walk.set_output(node, Layout(source.axis, source.ids[kept]), walk.zeros[role.data][kept])
+        return None
+
+    def rewrite(self, name: str, role: Slice, context: RewriteContext, updates: Updates) -> None:
+        kept = context.physical.get(role.data)
+        if kept is None or context.analysis.layouts[role.data].axis != role.dim:
+            return
+        start, length = _count(kept, 0, role.start), _count(kept, role.start, role.start + role.length)
+        if not role.getitem:
+            updates.arg(name, 2, "start", start)
+            updates.arg(name, 3, "length", length)
+            return
+        node = context.analysis.nodes[name]
+        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        index = index + (slice(None),) * (role.dim + 1 - len(index))
+        updates.arg(name, 1, "", index[: role.dim] + (slice(start, start + length),) + index[role.dim + 1 :])
+
+
+def _recognise_getitem(node: fx.Node) -> Any:
+    """``getitem`` of a split's piece, or basic slicing of one axis (``x[:, a:b]``); anything else is unknown."""
+    source, index = node.args[0], node.args[1]
+    if not isinstance(source, fx.Node):
+        return Unknown("getitem of a non-node")
+    if isinstance(index, int) and (source.op, source.target) in _SPLITS:
+        return SplitPiece(split=source.name, index=index)
+    axes = shape(source)
+    index = index if isinstance(index, tuple) else (index,)
+    if not axes or len(index) > len(axes) or not all(isinstance(i, slice) for i in index):
+        return Unknown("indexing other than basic slices of a tensor")
+    ranges = [(dim, i.indices(axes[dim])) for dim, i in enumerate(index) if i != slice(None)]
+    if len(ranges) > 1 or any(step != 1 for _, (_, _, step) in ranges):
+        return Unknown("slicing of more than one axis, or with a step")
+    if not ranges:
+        return Pointwise(data=source.name, keeps_zero=True)
+    dim, (start, stop, _) = ranges[0]
+    return Slice(data=source.name, dim=dim, start=start, length=max(0, stop - start), getitem=True)
