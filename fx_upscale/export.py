@@ -89,7 +89,7 @@ def check_output_channels(spec: PruneSpec, analysis: ChannelAnalysis) -> None:
     The export never changes the shape of what ``forward`` returns, so it could only keep such channels, silently
     ignoring the spec; it refuses instead. A spec read from zeros (``spec=None``) keeps them without complaint.
     """
-    returned = set()
+    returned: set[int] = set()
     for read in analysis.reads:
         if analysis.nodes[read.reader].op == "output":
             returned.update(analysis.classes(read.source))

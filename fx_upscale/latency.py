@@ -7,8 +7,8 @@ reordering can reach). :func:`measure` times them, eager and under ``torch.compi
 rotates with each repetition) and returns one :class:`Timing` per variant with the median, quartiles, min and max,
 and the elements each variant copies in an eager forward (:func:`measure_copies`), including what convolutions copy
 to make a strided input (a ``narrow`` view of the channel axis at batch > 1) contiguous.
-Used by ``fx-upscale bench`` (``cli.py``) and ``benchmarks/latency.py``; :func:`format_table` and :func:`plot` show
-the results.
+Used by ``fx-upscale bench`` (``cli.py``, which also draws its tables) and ``benchmarks/latency.py``; :func:`plot`
+draws the results.
 """
 
 from __future__ import annotations
@@ -205,45 +205,6 @@ def summarize(seconds: Sequence[float]) -> tuple[float, float, float, float, flo
     return median, q1, q3, ms[0], ms[-1]
 
 
-def format_table(timings: Sequence[Timing]) -> str:
-    """A Markdown table: per model, batch and backend, each variant's median ms [q1–q3], and upscale's ratios."""
-    groups: dict[tuple, dict[str, Timing]] = {}
-    for t in timings:
-        groups.setdefault((t.model, t.batch, t.backend), {})[t.variant] = t
-    present = [v for v in VARIANTS if any(v in row for row in groups.values())]
-    lines = [
-        "| model | batch | backend | "
-        + " | ".join(f"{v} ms" for v in present)
-        + " | upscale / oracle | upscale / baseline |",
-        "|---|---|---|" + "---|" * (len(present) + 2),
-    ]
-    for (model, batch, backend), row in groups.items():
-        cells = [f"{row[v].median_ms:.1f} [{row[v].q1_ms:.1f}–{row[v].q3_ms:.1f}]" if v in row else "" for v in present]
-        lines.append(f"| {model} | {batch} | {backend} | " + " | ".join(cells)
-                     + f" | {_ratio(row, 'oracle')} | {_ratio(row, 'baseline')} |")  # fmt: skip
-    return "\n".join(lines)
-
-
-def format_copies(timings: Sequence[Timing]) -> str:
-    """A Markdown table: per model and batch, the elements each variant copies per eager forward, as copying ops
-    + convolutions making strided inputs contiguous."""
-    rows: dict[tuple, dict[str, Timing]] = {}
-    for t in timings:
-        rows.setdefault((t.model, t.batch), {})[t.variant] = t
-    lines = ["| model | batch | " + " | ".join(VARIANTS) + " |", "|---|---|" + "---|" * len(VARIANTS)]
-    for (model, batch), row in rows.items():
-        cells = [f"{row[v].copied_elements / 1e6:.2f}M + {row[v].conv_copied_elements / 1e6:.2f}M" if v in row else ""
-                 for v in VARIANTS]  # fmt: skip
-        lines.append(f"| {model} | {batch} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _ratio(row: dict[str, Timing], other: str) -> str:
-    if "upscale" not in row or other not in row:
-        return ""
-    return f"{100 * (row['upscale'].median_ms / row[other].median_ms - 1):+.1f}%"
-
-
 def plot(timings: Sequence[Timing], path: str | os.PathLike) -> None:
     """A bar plot: per batch and backend, each model's variants as median latency relative to the unpruned model,
     with the quartiles as error bars. Needs matplotlib."""
@@ -332,12 +293,6 @@ def run(
             timings += measure(name, variants, inputs, backends=config.backends_for(name), repeats=config.repeats,
                                warmup=config.warmup, progress=progress)  # fmt: skip
     return timings
-
-
-def steps(config: BenchConfig) -> int:
-    """How many times :func:`run` calls ``progress``."""
-    per_batch = [1 + len(VARIANTS) * len(config.backends_for(m)) + config.repeats for m in config.models]
-    return len(config.batches) * sum(per_batch)
 
 
 def write_csv(timings: Sequence[Timing], path: str | os.PathLike) -> None:

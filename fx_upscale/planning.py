@@ -156,7 +156,7 @@ class _SegmentPlanner:
         """A producer none of whose channels is needed (e.g. its rows masked on one side and its consumers'
         columns on the other) keeps its first channel rather than vanishing; consumers read it through zero
         weight columns, so the result stays exact."""
-        extra = set()
+        extra: set[int] = set()
         for owner in self.segment.owners:
             if producer_weights(self.analysis.roles[owner]):
                 classes = self.analysis.classes(owner)
@@ -169,7 +169,7 @@ class _SegmentPlanner:
         ``preferred`` one if it can) rather than an empty tensor; whoever reads it reads it through a zero weight
         column, or not at all."""
         pieces = [name for name in self.segment.tensors if isinstance(self.analysis.roles[name], (Slice, SplitPiece))]
-        extra = set()
+        extra: set[int] = set()
         for name in [read.source for read in self.consumer_reads] + pieces:
             classes = self.analysis.classes(name)
             if not set(classes) & (kept | extra):
@@ -319,7 +319,8 @@ class _SegmentPlanner:
         """Units: classes with the same set of owners travel together."""
         owners_of = self.owners_of
         unit_index: dict[frozenset[str], int] = {}
-        unit_of, unit_classes = {}, []
+        unit_of: dict[int, int] = {}
+        unit_classes: list[list[int]] = []
         for c in self.segment.classes:
             key = frozenset(owners_of[c])
             if key not in unit_index:
@@ -377,9 +378,10 @@ class _SegmentPlanner:
         if self.mode == "upscale":
             plain.update(self._shared_gathers(plain))
         absorbed = {selection.consumer: selection.cat for selection in selections}
-        accesses, gathers = [], {}
+        accesses: list[ConsumerAccess] = []
+        gathers: dict[tuple[str, tuple[int, ...]], str] = {}
         for read in self.consumer_reads:
-            access, needed = plain[read.reader]
+            access, channels_needed = plain[read.reader]
             copied, shared = 0, None
             if isinstance(access, Gather):
                 shared = gathers.get((read.source, access.indices))
@@ -390,7 +392,7 @@ class _SegmentPlanner:
                 ConsumerAccess(
                     node=read.reader, source=read.source, axis=layout.axis, repeat=layout.repeat, access=access,
                     columns=_columns(access, self.physical[read.source]), copied_elements=copied, shared_with=shared,
-                    channels_needed=needed, channels_available=len(layouts[read.source]),
+                    channels_needed=channels_needed, channels_available=len(layouts[read.source]),
                     absorbed_into=absorbed.get(read.reader), element_size=read.element_size, groups=read.groups,
                 )
             )  # fmt: skip

@@ -133,7 +133,7 @@ def input_spec(layers: list[Layer], chosen: list[list[int]]) -> PruneSpec:
     """Masked weight columns: each chosen position covers ``repeat`` consecutive columns."""
     columns = {}
     for layer, positions in zip(layers, chosen):
-        columns[layer.weight] = [p * layer.repeat + k for p in positions for k in range(layer.repeat)]
+        columns[layer.weight] = frozenset(p * layer.repeat + k for p in positions for k in range(layer.repeat))
     return PruneSpec(inputs=columns)
 
 
@@ -151,9 +151,9 @@ def output_spec(
     sizes = {weight: len(analysis.layouts[node].ids) for node, weight in _per_channel_weights(analysis).items()}
     masked = {weight: _leave_one(positions, sizes.get(weight)) for weight, positions in masked.items()}
     found, masked_analysis = _masked_downstream(gm, analysis, rows_of, masked)
-    for weight, positions in found.items():
-        masked.setdefault(weight, set()).update(positions)
-    return PruneSpec(outputs=masked), masked_analysis
+    for weight, more in found.items():
+        masked.setdefault(weight, set()).update(more)
+    return PruneSpec(outputs=_frozen(masked)), masked_analysis
 
 
 def revived_classes(
@@ -163,7 +163,7 @@ def revived_classes(
     does not reach it (``sigmoid`` of a masked channel is 0.5). Masking their filters removes nothing, and in mode
     ``constrained`` the consumers that do see a zero would drop a channel the others need."""
     dead = {layer.classes[p] for layer, positions in zip(layers, chosen) for p in positions}
-    revived = set()
+    revived: set[int] = set()
     for read in masked_analysis.reads:
         classes = analysis.classes(read.source)
         revived.update(c for c, needed in zip(classes, read.needed) if needed and c in dead)
@@ -198,25 +198,35 @@ def _masked_downstream(
         ids_of.setdefault(c, set()).add(i)
     dead = {c for c, ids in ids_of.items() if ids <= masked_ids}
     found: dict[str, set[int]] = {}
-    work = PruneSpec(outputs=masked).apply(gm)
+    work = _masked(PruneSpec(outputs=_frozen(masked)), gm)
     while True:
-        masked_analysis = analyse_channels(work)
+        masked_analysis = analyse_channels(work, analysis.handlers)
         zeros = masked_analysis.zeros
         new: dict[str, set[int]] = {}
         for node, weight in _per_channel_weights(analysis).items():
             data = masking(analysis, node).per_channel_input
             classes, zero_in = analysis.classes(node), zeros.get(data or "", ())
             have = masked.get(weight, set()) | found.get(weight, set())
-            positions = [p for p, c in enumerate(classes) if c in dead and p < len(zero_in) and zero_in[p]]
+            zero = [p for p, c in enumerate(classes) if c in dead and p < len(zero_in) and zero_in[p]]
             room = len(classes) - 1 - len(have)
-            positions = [p for p in positions if p not in have][: max(room, 0)]
-            if positions:
-                new[weight] = set(positions)
+            chosen = [p for p in zero if p not in have][: max(room, 0)]
+            if chosen:
+                new[weight] = set(chosen)
         if not new:
             return found, masked_analysis
-        for weight, positions in new.items():
-            found.setdefault(weight, set()).update(positions)
-        work = PruneSpec(outputs=new).apply(work)
+        for weight, more in new.items():
+            found.setdefault(weight, set()).update(more)
+        work = _masked(PruneSpec(outputs=_frozen(new)), work)
+
+
+def _frozen(channels: dict[str, set[int]]) -> dict[str, frozenset[int]]:
+    return {name: frozenset(positions) for name, positions in channels.items()}
+
+
+def _masked(spec: PruneSpec, graph_module: fx.GraphModule) -> fx.GraphModule:
+    masked = spec.apply(graph_module)
+    assert isinstance(masked, fx.GraphModule)  # a deep copy of a GraphModule
+    return masked
 
 
 def _following_per_channel(analysis: ChannelAnalysis, name: str) -> list[str]:

@@ -195,6 +195,7 @@ class LayerNormHandler(OpHandler[LayerNorm]):
             return _functional_layer_norm(node, source)
         name = str(node.target)
         module = context.graph_module.get_submodule(name)
+        assert isinstance(module, nn.LayerNorm)  # the table routes only nn.LayerNorm modules here
         if len(module.normalized_shape) != 1:
             return Unknown("LayerNorm over more than the last axis")
         weight, bias = _named(module, name, "weight"), _named(module, name, "bias")

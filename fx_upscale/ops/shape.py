@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.fx as fx
+from torch import nn
 
 from ..layouts import Layout
 from .base import Context, OpHandler, arg, data_name, shape
@@ -90,6 +91,7 @@ class FlattenHandler(OpHandler[Flatten]):
     def recognise(self, node: fx.Node, context: Context, data: Any) -> Any:
         if node.op == "call_module":
             module = context.graph_module.get_submodule(str(node.target))
+            assert isinstance(module, nn.Flatten)  # the table routes only nn.Flatten modules here
             if module.end_dim != -1:
                 return Unknown("Flatten with end_dim != -1")
             return Flatten(data=str(data_name(node)), start_dim=module.start_dim)
@@ -182,10 +184,10 @@ class PermuteHandler(OpHandler[Permute]):
         source, ndim = data_name(node), len(shape(node))
         if source is None or ndim == 0:
             return Unknown("permute of a non-tensor")
-        arguments = list(node.args[1:]) + list(node.kwargs.values())
+        arguments: list[Any] = list(node.args[1:]) + list(node.kwargs.values())
         if name == "permute":
             single = len(arguments) == 1 and isinstance(arguments[0], (list, tuple))
-            dims = list(arguments[0]) if single else arguments
+            dims: list[Any] = list(arguments[0]) if single else arguments
         elif len(arguments) == 2:
             a, b = (d % ndim for d in arguments)
             dims = list(range(ndim))

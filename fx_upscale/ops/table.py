@@ -237,8 +237,9 @@ def _build_default() -> HandlerTable:
     table.add(Pointwise, ZERO_TO_NONZERO_METHODS, False)
     for qualname in POINTWISE_QUALNAMES:
         table.add_qualname(Pointwise, qualname, True)
-    for target, operation in {**ELEMENTWISE_FUNCTIONS, **ELEMENTWISE_METHODS}.items():
-        table.add(Elementwise, [target], operation)
+    for routes in (ELEMENTWISE_FUNCTIONS, ELEMENTWISE_METHODS):
+        for target, operation in routes.items():
+            table.add(Elementwise, [target], operation)
     table.add(Concat, CONCAT_FUNCTIONS)
     table.add(Flatten, (nn.Flatten, torch.flatten, "flatten", "view", "reshape"))
     table.add(Permute, PERMUTE_FUNCTIONS + PERMUTE_METHODS)

@@ -77,7 +77,7 @@ class ConvHandler:
     """Recognises convolution modules and ``F.conv*``: :class:`Weighted`, :class:`Grouped` or depthwise
     :class:`~fx_upscale.ops.norm.PerChannel`, by their groups."""
 
-    def recognise_module(self, node: fx.Node, module: nn.Module, data: str) -> Any:
+    def recognise_module(self, node: fx.Node, module: _ConvNd, data: str) -> Any:
         name = str(node.target)
         bias = f"{name}.bias" if module.bias is not None else None
         transposed = isinstance(module, CONV_TRANSPOSE_MODULES)
@@ -138,6 +138,7 @@ class WeightedHandler(OpHandler[Weighted]):
                 data=source, data_axis=-1, weight=f"{name}.weight", bias=bias, module=name, in_attr="in_features",
                 out_attr="out_features",
             )  # fmt: skip
+        assert isinstance(module, _ConvNd)  # the table routes only convolutions and nn.Linear here
         return self.conv.recognise_module(node, module, source)
 
     def propagate(self, walk: ChannelWalk, node: fx.Node, role: Weighted) -> bool:
