@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from . import export, mask
-from .planning import MODES
+from .plan_types import MODES
 from .tables import format_table
 
 

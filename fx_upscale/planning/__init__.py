@@ -1,0 +1,103 @@
+"""Planning: from the channel analysis and an export mode to a :class:`~fx_upscale.plan_types.ChannelPlan`.
+
+Each segment (``segments.py``) is planned on its own, in three pure stages over one :class:`SegmentContext`
+(``context.py``), with the mode expressed as a :class:`Policy` (``policy.py``):
+
+1. ``keep.py``: which channel classes are kept (:func:`kept_channels`);
+2. ``order.py``: the ordering problem, the orders chosen (``ordering.py``) and each tensor's physical layout
+   (:func:`order_channels`);
+3. ``access.py``: each consumer's access and the selections absorbed into cats (:func:`consumer_accesses`).
+
+Then every node's handler says what the plan changes at it (parameter slices, attribute and argument updates).
+Start reading at :func:`plan_channels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..channels import ChannelAnalysis
+from ..layouts import Read
+from ..ops import RewriteContext, Updates, producer_weights
+from ..plan_types import MODES, ChannelPlan, SegmentPlan
+from ..segments import Segment
+from .access import Accesses, consumer_accesses
+from .context import SegmentContext, check_barriers, segment_context
+from .keep import KeptChannels, kept_channels
+from .order import Ordering, order_channels
+from .policy import POLICIES, Policy, policy_for
+
+__all__ = [
+    "MODES",
+    "POLICIES",
+    "Accesses",
+    "KeptChannels",
+    "Ordering",
+    "Policy",
+    "SegmentContext",
+    "consumer_accesses",
+    "kept_channels",
+    "order_channels",
+    "plan_channels",
+    "plan_segment",
+    "policy_for",
+    "segment_context",
+]
+
+
+def plan_channels(
+    analysis: ChannelAnalysis, segments: tuple[Segment, ...], mode: str, on_unsupported: str = "raise"
+) -> ChannelPlan:
+    """The :class:`ChannelPlan` for ``mode`` over every segment."""
+    policy = policy_for(mode)
+    if on_unsupported not in ("raise", "freeze"):
+        raise ValueError(f"on_unsupported must be 'raise' or 'freeze', not {on_unsupported!r}")
+    owners: dict[int, set[str]] = {}
+    for i, owner in analysis.owner.items():
+        owners.setdefault(analysis.class_of[i], set()).add(owner)
+    owners_of = {c: frozenset(names) for c, names in owners.items()}
+    reads_of: dict[str, list[Read]] = {}
+    for read in analysis.reads:
+        reads_of.setdefault(read.source, []).append(read)
+    physical: dict[str, tuple[int, ...]] = {}
+    segment_plans = []
+    for segment in segments:
+        reads = tuple(read for name in segment.tensors for read in reads_of.get(name, ()))
+        context = segment_context(analysis, segment, policy, reads, owners_of)
+        segment_plan, segment_physical = plan_segment(context, on_unsupported)
+        segment_plans.append(segment_plan)
+        physical.update(segment_physical)
+    updates = _parameter_updates(analysis, physical, segment_plans)
+    return ChannelPlan(
+        mode=policy.mode, segments=tuple(segment_plans), physical=physical, param_slices=tuple(updates.slices),
+        attr_updates=tuple(updates.attrs), arg_updates=tuple(updates.args),
+    )  # fmt: skip
+
+
+def plan_segment(context: SegmentContext, on_unsupported: str) -> tuple[SegmentPlan, Mapping[str, tuple[int, ...]]]:
+    """One segment's plan and its tensors' kept channels in physical order: the three stages in turn."""
+    frozen_by = check_barriers(context, on_unsupported)
+    kept = kept_channels(context)
+    ordering = order_channels(context, kept)
+    accesses = consumer_accesses(context, kept.consumer_reads, ordering)
+    analysis, segment = context.analysis, context.segment
+    plan = SegmentPlan(
+        index=segment.index, producers=tuple(o for o in segment.owners if producer_weights(analysis.roles[o])),
+        consumers=accesses.consumers, channels=len(segment.classes), kept=len(kept.kept),
+        extra_pruned=kept.extra_pruned, frozen_by=frozen_by, cat_selections=accesses.cat_selections,
+        kept_for_groups=kept.kept_for_groups,
+    )  # fmt: skip
+    return plan, accesses.physical
+
+
+def _parameter_updates(
+    analysis: ChannelAnalysis, physical: Mapping[str, tuple[int, ...]], segments: list[SegmentPlan]
+) -> Updates:
+    """Parameter slices, attribute and argument updates that realise ``physical`` and the consumers' columns: each
+    node's handler says what pruning changes at it."""
+    accesses = {access.node: access for segment in segments for access in segment.consumers}
+    context = RewriteContext(analysis, physical, accesses)
+    updates = Updates()
+    for name in analysis.order:
+        analysis.handler(name).rewrite(name, analysis.roles[name], context, updates)
+    return updates

@@ -1,0 +1,121 @@
+"""Stage 3 of planning a segment: how each consumer reads its input.
+
+Per consumer, :func:`consumer_accesses` chooses a :class:`~fx_upscale.ordering.Full` read, a ``Narrow`` view or a
+``Gather`` (``ordering.choose_access``) of its input's physical layout. With ``policy.whole_reads`` every consumer
+reads its whole input. With ``policy.absorb``, a consumer reading a ``cat`` through per-channel ops has its
+selection absorbed into the cat (``absorption.py``); with ``policy.share_gathers``, consumers gathering from one
+tensor share gathers (``ordering.share_gathers``) where a channel range of the shared gather is a free view: at the
+example inputs' batch 1, not at a larger batch, where the convolution reading a range would copy it again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..absorption import cat_pieces
+from ..layouts import Read
+from ..ordering import Access, Full, Gather, Narrow, choose_access, share_gathers
+from ..plan_types import CatSelection, ConsumerAccess
+from .context import SegmentContext
+from .order import Ordering, needed_positions
+
+Choice = tuple[Access, int]  # an access and the number of channels its consumer needs
+
+
+@dataclass(frozen=True, kw_only=True)
+class Accesses:
+    consumers: tuple[ConsumerAccess, ...]
+    cat_selections: tuple[CatSelection, ...]
+    physical: Mapping[str, tuple[int, ...]]  # the ordering's, with absorbed chains narrowed to their selection
+
+
+def consumer_accesses(context: SegmentContext, reads: tuple[Read, ...], ordering: Ordering) -> Accesses:
+    physical = dict(ordering.physical)
+    kept = frozenset(c for layout in ordering.layouts.values() for _, c in layout)
+    choices: dict[str, Choice] = {}
+    selections = []
+    for read in reads:
+        needed = needed_positions(read, ordering.positions[read.source], kept)
+        access: Access = Full()
+        if not context.policy.whole_reads:
+            access = choose_access(ordering.layouts[read.source], needed, allow_narrow=context.policy.narrow)
+        if read.reader in context.absorbable and not isinstance(access, Full):
+            selections.append(_absorb(context, read, _columns(access, physical[read.source]), physical))
+            access = Full()
+        choices[read.reader] = (access, len(needed))
+    if context.policy.share_gathers:
+        choices.update(_shared_gathers(context, reads, choices))
+    absorbed = {selection.consumer: selection.cat for selection in selections}
+    consumers = _consumer_accesses(context, reads, choices, ordering, physical, absorbed)
+    return Accesses(consumers=consumers, cat_selections=tuple(selections), physical=physical)
+
+
+def _consumer_accesses(
+    context: SegmentContext, reads: tuple[Read, ...], choices: Mapping[str, Choice], ordering: Ordering,
+    physical: Mapping[str, tuple[int, ...]], absorbed: Mapping[str, str],
+) -> tuple[ConsumerAccess, ...]:  # fmt: skip
+    accesses: list[ConsumerAccess] = []
+    gathers: dict[tuple[str, tuple[int, ...]], str] = {}  # one gather per distinct (source, indices)
+    for read in reads:
+        access, channels_needed = choices[read.reader]
+        copied, shared = 0, None
+        if isinstance(access, Gather):
+            shared = gathers.get((read.source, access.indices))
+            copied = 0 if shared else len(access.indices) * read.elements_per_channel
+            gathers.setdefault((read.source, access.indices), read.reader)
+        layout = context.analysis.layouts[read.source]
+        accesses.append(
+            ConsumerAccess(
+                node=read.reader, source=read.source, axis=layout.axis, repeat=layout.repeat, access=access,
+                columns=_columns(access, physical[read.source]), copied_elements=copied, shared_with=shared,
+                channels_needed=channels_needed, channels_available=len(ordering.layouts[read.source]),
+                absorbed_into=absorbed.get(read.reader), element_size=read.element_size, groups=read.groups,
+            )
+        )  # fmt: skip
+    return tuple(accesses)
+
+
+def _shared_gathers(context: SegmentContext, reads: tuple[Read, ...], choices: Mapping[str, Choice]) -> dict:
+    """Consumers gathering from one tensor share gathers ordered so that each reads a contiguous range."""
+    by_source: dict[str, dict[str, tuple[int, ...]]] = {}
+    for read in reads:
+        access = choices[read.reader][0]
+        if not _narrows_are_views(context, read.source):
+            continue
+        if isinstance(access, Gather) and read.groups == 1:  # a grouped read keeps its groups' order
+            by_source.setdefault(read.source, {})[read.reader] = access.indices
+    updates = {}
+    for needs in by_source.values():
+        if len(needs) > 1:
+            for reader, shared in share_gathers(needs).items():
+                updates[reader] = (shared, choices[reader][1])
+    return updates
+
+
+def _narrows_are_views(context: SegmentContext, source: str) -> bool:
+    """Whether a channel range of a tensor shaped like ``source`` is contiguous: only if every axis before the
+    channel axis has size 1 (batch 1, at the example inputs). Otherwise the convolution reading it copies it into
+    a contiguous buffer, so a consumer reading a range of a shared gather would copy its channels twice."""
+    shape = context.analysis.nodes[source].meta["tensor_meta"].shape
+    return math.prod(shape[: context.analysis.layouts[source].axis]) == 1
+
+
+def _absorb(
+    context: SegmentContext, read: Read, selected: tuple[int, ...], physical: dict[str, tuple[int, ...]]
+) -> CatSelection:
+    """Narrow the chain from the cat to the consumer down to ``selected`` (original positions, in order)."""
+    chain = context.absorbable[read.reader]
+    pieces = cat_pieces(context.analysis, chain[0], selected, physical)
+    for name in chain:
+        physical[name] = selected
+    return CatSelection(cat=chain[0], pieces=pieces, consumer=read.reader)
+
+
+def _columns(access: Access, physical: tuple[int, ...]) -> tuple[int, ...]:
+    if isinstance(access, Full):
+        return physical
+    if isinstance(access, Narrow):
+        return physical[access.start : access.start + access.length]
+    return tuple(physical[i] for i in access.selected)
