@@ -40,6 +40,7 @@ __all__ = [
     "order_channels",
     "plan_channels",
     "plan_segment",
+    "segment_contexts",
     "policy_for",
     "segment_context",
 ]
@@ -52,18 +53,9 @@ def plan_channels(
     policy = policy_for(mode)
     if on_unsupported not in ("raise", "freeze"):
         raise ValueError(f"on_unsupported must be 'raise' or 'freeze', not {on_unsupported!r}")
-    owners: dict[int, set[str]] = {}
-    for i, owner in analysis.owner.items():
-        owners.setdefault(analysis.class_of[i], set()).add(owner)
-    owners_of = {c: frozenset(names) for c, names in owners.items()}
-    reads_of: dict[str, list[Read]] = {}
-    for read in analysis.reads:
-        reads_of.setdefault(read.source, []).append(read)
     physical: dict[str, tuple[int, ...]] = {}
     segment_plans = []
-    for segment in segments:
-        reads = tuple(read for name in segment.tensors for read in reads_of.get(name, ()))
-        context = segment_context(analysis, segment, policy, reads, owners_of)
+    for context in segment_contexts(analysis, segments, policy):
         segment_plan, segment_physical = plan_segment(context, on_unsupported)
         segment_plans.append(segment_plan)
         physical.update(segment_physical)
@@ -72,6 +64,24 @@ def plan_channels(
         mode=policy.mode, segments=tuple(segment_plans), physical=physical, param_slices=tuple(updates.slices),
         attr_updates=tuple(updates.attrs), arg_updates=tuple(updates.args),
     )  # fmt: skip
+
+
+def segment_contexts(
+    analysis: ChannelAnalysis, segments: tuple[Segment, ...], policy: Policy
+) -> list[SegmentContext]:
+    """One :class:`SegmentContext` per segment, in order: what each stage reads."""
+    owners: dict[int, set[str]] = {}
+    for i, owner in analysis.owner.items():
+        owners.setdefault(analysis.class_of[i], set()).add(owner)
+    owners_of = {c: frozenset(names) for c, names in owners.items()}
+    reads_of: dict[str, list[Read]] = {}
+    for read in analysis.reads:
+        reads_of.setdefault(read.source, []).append(read)
+    contexts = []
+    for segment in segments:
+        reads = tuple(read for name in segment.tensors for read in reads_of.get(name, ()))
+        contexts.append(segment_context(analysis, segment, policy, reads, owners_of))
+    return contexts
 
 
 def plan_segment(context: SegmentContext, on_unsupported: str) -> tuple[SegmentPlan, Mapping[str, tuple[int, ...]]]:
