@@ -1,4 +1,4 @@
-"""``python -m fx_upscale``: the ``fx-upscale`` command line (``cli.py``)."""
+"""``python -m fx_upscale``: the ``fx-upscale`` command line (``cli/``)."""
 
 import sys
 

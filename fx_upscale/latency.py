@@ -7,7 +7,7 @@ reordering can reach). :func:`measure` times them, eager and under ``torch.compi
 rotates with each repetition) and returns one :class:`Timing` per variant with the median, quartiles, min and max,
 and the elements each variant copies in an eager forward (:func:`measure_copies`), including what convolutions copy
 to make a strided input (a ``narrow`` view of the channel axis at batch > 1) contiguous.
-Used by ``fx-upscale bench`` (``cli.py``, which also draws its tables) and ``benchmarks/latency.py``; :func:`plot`
+Used by ``fx-upscale bench`` (``cli/bench.py``, which also draws its tables) and ``benchmarks/latency.py``; :func:`plot`
 draws the results.
 """
 

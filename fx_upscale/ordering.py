@@ -8,7 +8,7 @@ Pure Python on ints and tuples: no torch, no fx. The planner (``planning.py``) d
 - a *tensor* is a sequence of *blocks*, one per unit laid out in it (a ``cat`` has several), each listing the unit's
   channels in their original order;
 - a *reader* (a consumer) reads one tensor and needs a set of its ``(block, channel)`` positions; reading a
-  non-contiguous set costs a gather that copies ``weight`` bytes per channel (channel size x element size).
+  non-contiguous set costs a gather that copies ``bytes_per_channel`` per channel (channel size x element size).
 
 :func:`choose_orders` returns one order per unit; :func:`physical_layout` and :func:`choose_access` turn orders into
 what each consumer reads (:class:`Full`, :class:`Narrow` or :class:`Gather`).
@@ -83,8 +83,8 @@ class Block:
 @dataclass(frozen=True)
 class Reader:
     tensor: int
-    needed: frozenset[Position]
-    weight: int  # bytes (or elements) copied per gathered channel
+    positions: frozenset[Position]  # the (block, channel) positions it needs
+    bytes_per_channel: int  # copied per gathered channel (or elements: any unit, consistently)
     absorbed: bool = False  # selected by a cat from views: costs no copy, one view per run of channels
 
 
@@ -141,7 +141,7 @@ def copy_cost(
     problem: OrderProblem, orders: Orders, readers: Sequence[Reader] | None = None, unit: int | None = None
 ) -> Cost:
     """(copied bytes, gathers, views) of ``readers`` (default: all); equal gathers of one tensor are shared.
-    Bytes are ``len(gather) x reader.weight`` (the planner's weights are bytes per channel).
+    Bytes are ``len(gather) x reader.bytes_per_channel`` (the planner counts bytes).
     With ``unit``, absorbed readers count only the views in that unit's blocks (views never span blocks, so
     this is enough to compare orders of that unit).
 
@@ -161,10 +161,10 @@ def copy_cost(
             continue
         if reader.tensor not in layouts:
             layouts[reader.tensor] = physical_layout(problem.tensors[reader.tensor], orders, problem.pinned)
-        access = choose_access(layouts[reader.tensor], reader.needed)
+        access = choose_access(layouts[reader.tensor], reader.positions)
         if isinstance(access, Gather) and (reader.tensor, access.indices) not in gathers:
             gathers.add((reader.tensor, access.indices))
-            copied += len(access.indices) * reader.weight
+            copied += len(access.indices) * reader.bytes_per_channel
     return copied, len(gathers), views
 
 
@@ -222,7 +222,7 @@ def _block_views(problem: OrderProblem, orders: Orders, reader: Reader, unit: in
         if unit is not None and block.unit != unit:
             continue
         channels = block.channels if block.unit in problem.pinned else orders[block.unit]
-        views += count_runs([(index, c) for c in channels], reader.needed)
+        views += count_runs([(index, c) for c in channels], reader.positions)
     return views
 
 
@@ -281,7 +281,9 @@ def consecutive_orders(problem: OrderProblem) -> Orders:
     """
     trees: dict[int, PQTree] = {}  # made when a reader first constrains the unit
     free = {unit for unit, channels in enumerate(problem.units) if unit not in problem.pinned and len(channels) > 1}
-    for reader in sorted(problem.readers, key=lambda reader: (reader.absorbed, -reader.weight * len(reader.needed))):
+    for reader in sorted(
+        problem.readers, key=lambda reader: (reader.absorbed, -reader.bytes_per_channel * len(reader.positions))
+    ):
         constraints = _reader_constraints(problem, reader)
         if constraints:
             constraints = {unit: sets for unit, sets in constraints.items() if unit in free}
@@ -306,14 +308,14 @@ def _reader_constraints(problem: OrderProblem, reader: Reader) -> dict[int, list
     """Per unit, the sets that must be consecutive for ``reader`` to read a contiguous range; None if no order
     of the units can make it contiguous (it skips a block, or a pinned unit is in the way)."""
     blocks = problem.tensors[reader.tensor]
-    touched = sorted({b for b, _ in reader.needed})
+    touched = sorted({b for b, _ in reader.positions})
     if not touched:
         return {}
     first, last = touched[0], touched[-1]
     constraints: dict[int, list[set]] = {}
     for index in range(first, last + 1):
         block = blocks[index]
-        chosen = {c for b, c in reader.needed if b == index}
+        chosen = {c for b, c in reader.positions if b == index}
         if len(chosen) == len(block.channels):
             continue
         if first < index < last:
@@ -388,7 +390,7 @@ def _readers_by_unit(problem: OrderProblem) -> list[list[Reader]]:
 
 def _candidates(problem: OrderProblem, unit: int, readers: list[Reader]) -> list[tuple[int, ...]]:
     """Gray orders of the unit's channels keyed by the readers needing them, heaviest reader first."""
-    ranked = sorted(readers, key=lambda reader: -reader.weight * len(reader.needed))
+    ranked = sorted(readers, key=lambda reader: -reader.bytes_per_channel * len(reader.positions))
     needs = [{channel for _, channel in _unit_positions(problem, reader, unit)} for reader in ranked]
 
     def gray_rank(channel: int) -> tuple[int, ...]:
@@ -404,4 +406,4 @@ def _candidates(problem: OrderProblem, unit: int, readers: list[Reader]) -> list
 
 def _unit_positions(problem: OrderProblem, reader: Reader, unit: int) -> list[Position]:
     blocks = problem.tensors[reader.tensor]
-    return [(b, c) for b, c in reader.needed if blocks[b].unit == unit]
+    return [(b, c) for b, c in reader.positions if blocks[b].unit == unit]

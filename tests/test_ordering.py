@@ -48,7 +48,7 @@ def test_readers_spanning_a_cat_need_no_copy_when_an_order_allows(seed):
         tail, head = rng.randint(1, 29), rng.randint(1, 19)
         needed = {(0, c) for c in hidden_a[-tail:]} | {(1, c) for c in hidden_b[:head]}
         readers.append(Reader(0, frozenset(needed), rng.randint(1, 9)))
-    readers += [Reader(r.tensor, frozenset((1, c) for _, c in r.needed), r.weight)
+    readers += [Reader(r.tensor, frozenset((1, c) for _, c in r.positions), r.bytes_per_channel)
                 for r in interval_readers(hidden_b, 10, rng)]  # fmt: skip
     problem = OrderProblem((tuple(a), tuple(b)), frozenset(), (tensor,), tuple(readers))
     assert copy_cost(problem, choose_orders(problem))[:2] == (0, 0)

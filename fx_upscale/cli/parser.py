@@ -10,7 +10,7 @@ import torch
 
 from .. import __version__
 from .. import latency as lat
-from ..planning import MODES
+from ..plan_types import MODES
 from .models import DTYPES
 
 PROG = "fx-upscale"

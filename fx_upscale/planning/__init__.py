@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from ..channels import ChannelAnalysis
 from ..layouts import Read
 from ..ops import RewriteContext, Updates, producer_weights
-from ..plan_types import MODES, ChannelPlan, SegmentPlan
+from ..plan_types import ChannelPlan, SegmentPlan
 from ..segments import Segment
 from .access import Accesses, consumer_accesses
 from .context import SegmentContext, check_barriers, segment_context
@@ -28,7 +28,6 @@ from .order import Ordering, order_channels
 from .policy import POLICIES, Policy, policy_for
 
 __all__ = [
-    "MODES",
     "POLICIES",
     "Accesses",
     "KeptChannels",
