@@ -65,9 +65,7 @@ def plan_channels(
     )  # fmt: skip
 
 
-def segment_contexts(
-    analysis: ChannelAnalysis, segments: tuple[Segment, ...], policy: Policy
-) -> list[SegmentContext]:
+def segment_contexts(analysis: ChannelAnalysis, segments: tuple[Segment, ...], policy: Policy) -> list[SegmentContext]:
     """One :class:`SegmentContext` per segment, in order: what each stage reads."""
     owners: dict[int, set[str]] = {}
     for i, owner in analysis.owner.items():
