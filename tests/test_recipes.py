@@ -17,6 +17,7 @@ def test_every_recipe_is_tested():
         "compile_pruned.py",
         "save_and_reload.py",
         "custom_op.py",
+        "custom_handler.py",
     }
 
 
@@ -55,5 +56,14 @@ def test_custom_op(capsys: pytest.CaptureFixture[str]) -> None:
     output = capsys.readouterr().out
     assert "before registering: UnsupportedOpError: node 'addcmul' (call_function torch.addcmul)" in output
     assert "conv1 keeps 13 of 16 filters, affine.gain has 13 entries" in output
+    diffs = [float(d) for d in re.findall(r"max \|exported - masked\| = (\S+)", output)]
+    assert len(diffs) == 1 and diffs[0] <= 1e-9, output
+
+
+def test_custom_handler(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(RECIPES / "custom_handler.py"), run_name="__main__")
+    output = capsys.readouterr().out
+    assert "without the handler: UnsupportedOpError: node 'addcmul' (call_function torch.addcmul)" in output
+    assert "conv1 keeps 11 of 16 filters, gate.channels = 11, gate.logit has 11 entries" in output
     diffs = [float(d) for d in re.findall(r"max \|exported - masked\| = (\S+)", output)]
     assert len(diffs) == 1 and diffs[0] <= 1e-9, output

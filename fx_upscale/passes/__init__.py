@@ -19,6 +19,9 @@ Building the pipeline from a plan::
   ``narrow`` / ``index_select`` nodes consumers read through (``reorder.py``).
 - :class:`CleanupPass` removes dead code and unused submodules, lints and recompiles (``cleanup.py``).
 - ``invariants.py``: what ``ensures`` checks; :func:`check_graph_module` also fits ``PassManager.add_checks``.
+
+``docs/INVARIANTS.md`` is the one page for composing passes: every ``node.meta`` key and buffer fx_upscale writes,
+what each pass requires and ensures, what a pass of yours must keep between them, and the handler contract.
 """
 
 from .cleanup import CleanupPass
