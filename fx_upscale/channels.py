@@ -129,16 +129,16 @@ class ChannelWalk:
         module_name, _, leaf = qualname.rpartition(".")
         return getattr(self.gm.get_submodule(module_name), leaf).detach()
 
-    def fresh(self, node: str, count: int, frozen: bool) -> tuple[int, ...]:
-        """``count`` new channel ids created by ``node``; ``frozen`` ones are never removed or reordered."""
+    def fresh(self, node: str, count: int, fixed: bool) -> tuple[int, ...]:
+        """``count`` new channel ids created by ``node``; ``fixed`` ones are never removed or reordered."""
         start = len(self.owner)
         ids = tuple(range(start, start + count))
         self.owner.update(dict.fromkeys(ids, node))
-        if frozen:
+        if fixed:
             self.fixed.update(ids)
         return ids
 
-    def layout_on(self, name: str, axis: int, frozen: bool = True) -> Layout | None:
+    def layout_on(self, name: str, axis: int, fixed: bool = True) -> Layout | None:
         """``name``'s layout with its channel axis at ``axis``; untracked tensors get fresh ids on demand."""
         node = self.nodes[name]
         ndim = len(shape(node))
@@ -150,7 +150,7 @@ class ChannelWalk:
             return known if known.axis == axis else None
         if not _is_tensor(node) or node.op not in _TENSOR_OPS:
             return None
-        layout = Layout(axis, self.fresh(name, shape(node)[axis], frozen))
+        layout = Layout(axis, self.fresh(name, shape(node)[axis], fixed))
         self.layouts[name] = layout
         self.zeros[name] = (False,) * len(layout.ids)
         return layout

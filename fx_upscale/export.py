@@ -62,7 +62,7 @@ def export(
         check_output_channels(spec, analysis)
     channel_plan = plan_channels(analysis, find_segments(analysis), mode, on_unsupported)
     params_before = count_parameters(graph_module)
-    apply_plan(graph_module, channel_plan)
+    apply_plan(graph_module, channel_plan, handlers=handlers)
     report = build_report(channel_plan, graph_module, params_before, time.perf_counter() - start)
     return ExportResult(graph_module, report, channel_plan)
 

@@ -27,7 +27,7 @@ from torch import nn
 import fx_upscale
 from fx_upscale.channels import ChannelWalk
 from fx_upscale.ops import Carry, Context, Masking, Mismatch, RewriteContext, Updates
-from fx_upscale.passes.invariants import graph_module_check
+from fx_upscale.passes import graph_module_check
 
 
 class ChannelGate(nn.Module):
@@ -127,14 +127,21 @@ def main() -> None:
 
     table = fx_upscale.default_handlers().copy()  # the default table itself stays as it was
     table.register_handler(GateHandler(), [ChannelGate])
-    result = fx_upscale.export(model, x, spec=spec, handlers=table)
+    result = fx_upscale.export(model, x, spec=spec, handlers=table)  # the export checks GateHandler.invariant too
     gate = result.module.gate
     assert isinstance(gate, ChannelGate)  # traced as a leaf: still the user's module, now with fewer channels
     assert gate.channels == gate.logit.numel() == gate.offset.numel() == result.module.conv1.out_channels == 11
+
+    # mask() with the same table: masking conv1's filters masks the gate's offsets with them (Carry.PER_CHANNEL)
+    masked = fx_upscale.mask(model, x, amount=0.25, side="output", handlers=table)
+    assert masked.outputs["gate.offset"] == masked.outputs["conv1.weight"] and len(masked.outputs["conv1.weight"]) == 4
+    masked_result = fx_upscale.export(model, x, spec=masked, handlers=table)
+    assert masked_result.module.gate.channels == 12
     graph_module_check(table)(result.module)  # every handler's invariant, GateHandler's included
     with torch.no_grad():
         diff = (result.module(x) - spec.apply(model)(x)).abs().max().item()
-    assert diff <= 1e-9, diff
+        masked_diff = (masked_result.module(x) - masked.apply(model)(x)).abs().max().item()
+    assert diff <= 1e-9 and masked_diff <= 1e-9, (diff, masked_diff)
     print(
         f"with the handler: conv1 keeps {result.module.conv1.out_channels} of 16 filters, gate.channels = "
         f"{gate.channels}, gate.logit has {gate.logit.numel()} entries, max |exported - masked| = {diff:.2e}"

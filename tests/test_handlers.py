@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 from support import assert_exact
 from torch import nn
 
 import fx_upscale
+from fx_upscale.ops import Mismatch
 
 
 @torch.fx.wrap
@@ -62,3 +65,55 @@ def test_a_function_that_does_not_keep_zero_keeps_the_channels(registered) -> No
 def test_per_channel_registration_takes_a_module_type() -> None:
     with pytest.raises(TypeError, match="nn.Module subclass"):
         fx_upscale.register_per_channel(soft_sign)
+
+
+class Scale(nn.Module):
+    """``x[:, c] * weight[c]``, with an attribute that must follow the channel count."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.weight = nn.Parameter(torch.randn(channels))
+
+    def forward(self, x):
+        return x * self.weight.view(1, -1, 1, 1)
+
+
+@dataclass(frozen=True)
+class ScaleRole:
+    data: str
+    module: str
+
+
+class ForgetfulScaleHandler(fx_upscale.OpHandler[ScaleRole]):
+    """Reslices the weight but forgets ``channels``: its own invariant must catch that."""
+
+    role = ScaleRole
+
+    def recognise(self, node, context, data):
+        return ScaleRole(node.args[0].name, str(node.target))
+
+    def propagate(self, walk, node, role):
+        walk.set_output(node, walk.layouts[role.data], walk.zeros[role.data])
+
+    def rewrite(self, name, role, context, updates):
+        rows = context.physical.get(name)
+        if rows is not None:
+            updates.keep(f"{role.module}.weight", 0, rows, context.size(name))
+
+    def invariant(self, module):
+        if isinstance(module, Scale) and module.channels != module.weight.numel():
+            return [Mismatch("channels", module.channels, module.weight.numel())]
+        return []
+
+
+def test_export_checks_the_invariants_of_the_table_it_was_given() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), Scale(8), nn.Conv2d(8, 4, 1)).double().eval()
+    table = fx_upscale.default_handlers().copy()
+    table.register_handler(ForgetfulScaleHandler(), [Scale])
+    spec = fx_upscale.PruneSpec(outputs={"0.weight": [1, 2]})
+    with pytest.raises(
+        fx_upscale.UnsupportedGraphError, match=r"module '1' \(Scale\) has channels=8 but its tensors say 6"
+    ):
+        fx_upscale.export(model, X, spec=spec, handlers=table)
+    assert not fx_upscale.default_handlers().is_leaf(Scale(2))  # the default table was not changed

@@ -30,6 +30,7 @@ from torch import nn
 
 from ..channels import ChannelAnalysis, analyse_channels
 from ..errors import SpecError
+from ..ops import HandlerTable
 from ..segments import find_segments
 from ..spec import PruneSpec
 from ..tracing import normalize_inputs, trace
@@ -54,18 +55,20 @@ def mask(
     method: str = "unconstrained",
     scope: str = "local",
     calibration: Iterable | None = None,
+    handlers: HandlerTable | None = None,
 ) -> PruneSpec:
     """A PruneSpec masking ``amount`` (a fraction in [0, 1)) of the channels of each layer or group (local scope)
     or of the model (global scope). ``calibration`` (for ``heuristic="hrank"``): input batches, each a tensor or a
-    tuple of tensors like ``example_inputs``."""
+    tuple of tensors like ``example_inputs``. ``handlers``: the handler table (default
+    ``fx_upscale.default_handlers()``); pass the one you export with."""
     _check_arguments(amount, heuristic, side, method, scope, calibration)
-    graph_module = trace(model, normalize_inputs(example_inputs))
-    analysis = analyse_channels(graph_module)
+    graph_module = trace(model, normalize_inputs(example_inputs), handlers=handlers)
+    analysis = analyse_channels(graph_module, handlers)
     constrained = method == "constrained"
     groups = [segment.classes for segment in find_segments(analysis)] if constrained else None
     sides = ("input", "output") if side == "both" else (side,)
-    pinned = {s: lay.pinned_classes(analysis, s) for s in sides}
-    layers_of = {s: _layers(analysis, s, pinned[s], constrained) for s in sides}
+    unmaskable = {s: lay.unmaskable_classes(analysis, s) for s in sides}
+    layers_of = {s: _layers(analysis, s, unmaskable[s], constrained) for s in sides}
     score = _scorer(graph_module, analysis, heuristic, [layer for s in sides for layer in layers_of[s]], calibration)
     spec = PruneSpec()
     for s in sides:
@@ -73,9 +76,9 @@ def mask(
         pick = functools.partial(choose, [layer.classes for layer in layers], [score(layer) for layer in layers],
                                  amount, groups=groups, scope=scope)  # fmt: skip
         if s == "input":
-            spec = spec.merged(lay.input_spec(layers, pick(pinned=pinned[s])))
+            spec = spec.merged(lay.input_spec(layers, pick(unmaskable=unmaskable[s])))
         else:
-            spec = spec.merged(_output_spec(graph_module, analysis, layers, pick, pinned[s], constrained))
+            spec = spec.merged(_output_spec(graph_module, analysis, layers, pick, unmaskable[s], constrained))
     return spec
 
 
@@ -84,25 +87,26 @@ def _output_spec(
     analysis: ChannelAnalysis,
     layers: list[lay.Layer],
     pick: Callable[..., list[list[int]]],
-    pinned: frozenset[int],
+    unmaskable: frozenset[int],
     constrained: bool,
 ) -> PruneSpec:
-    """The output-side spec of the filters ``pick(pinned=...)`` chooses. With ``constrained``, chosen classes that a
-    consumer of the masked model still needs (revived on their way to it) are pinned and the choice made again:
-    masking them would remove nothing. Each round pins chosen, so unpinned, classes: the loop ends."""
+    """The output-side spec of the filters ``pick(unmaskable=...)`` chooses. With ``constrained``, chosen classes that a
+    consumer of the masked model still needs (revived on their way to it) become unmaskable and the choice is
+    made again: masking them would remove nothing. Each round makes chosen, so maskable, classes unmaskable: the
+    loop ends."""
     while True:
-        chosen = pick(pinned=pinned)
+        chosen = pick(unmaskable=unmaskable)
         spec, masked_analysis = lay.output_spec(gm, analysis, layers, chosen)
         revived = lay.revived_classes(analysis, masked_analysis, layers, chosen) if constrained else frozenset()
         if not revived:
             return spec
-        pinned = pinned | revived
+        unmaskable = unmaskable | revived
 
 
-def _layers(analysis: ChannelAnalysis, side: str, pinned: frozenset[int], constrained: bool) -> list[lay.Layer]:
+def _layers(analysis: ChannelAnalysis, side: str, unmaskable: frozenset[int], constrained: bool) -> list[lay.Layer]:
     if side == "input":
-        return lay.input_layers(analysis, pinned, constrained)
-    return lay.output_layers(analysis, pinned, constrained)
+        return lay.input_layers(analysis, unmaskable, constrained)
+    return lay.output_layers(analysis, unmaskable, constrained)
 
 
 def _scorer(

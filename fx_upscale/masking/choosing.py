@@ -28,23 +28,23 @@ def choose(
     amount: float,
     *,
     groups: Sequence[Sequence[int]] | None,
-    pinned: frozenset[int],
+    unmaskable: frozenset[int],
     scope: str,
 ) -> list[list[int]]:
     """Positions to mask per layer. ``classes[i]`` and ``scores[i]`` hold layer ``i``'s class and score per
-    position; ``groups`` (class lists of coupled groups) makes the choice constrained; pinned classes are never
+    position; ``groups`` (class lists of coupled groups) makes the choice constrained; unmaskable classes are never
     chosen in a group.
 
     >>> choose([[0, 1, 2], [3, 4]], [torch.tensor([3., 1., 2.]), torch.tensor([0.5, 9.])], 0.4,
-    ...        groups=None, pinned=frozenset(), scope="global")
+    ...        groups=None, unmaskable=frozenset(), scope="global")
     [[1], [0]]
     >>> choose([[0, 1, 2], [0, 1, 2]], [torch.tensor([3., 1., 2.]), torch.tensor([0., 4., 2.])], 0.34,
-    ...        groups=[[0, 1, 2]], pinned=frozenset(), scope="local")  # class means 1.5, 2.5, 2
+    ...        groups=[[0, 1, 2]], unmaskable=frozenset(), scope="local")  # class means 1.5, 2.5, 2
     [[0], [0]]
     """
     if groups is None:
         return lowest(scores, amount, scope)
-    means = _class_means(classes, scores, pinned)
+    means = _class_means(classes, scores, unmaskable)
     members = [[c for c in group if c in means] for group in groups]
     members = [group for group in members if group]
     picked = lowest([torch.tensor([means[c] for c in group], dtype=torch.float64) for group in members], amount, scope)
@@ -54,14 +54,14 @@ def choose(
 
 
 def _class_means(
-    classes: Sequence[Sequence[int]], scores: Sequence[torch.Tensor], pinned: frozenset[int]
+    classes: Sequence[Sequence[int]], scores: Sequence[torch.Tensor], unmaskable: frozenset[int]
 ) -> dict[int, float]:
-    """Each unpinned class's mean score over the positions that hold it."""
+    """Each maskable class's mean score over the positions that hold it."""
     totals: dict[int, float] = {}
     counts: dict[int, int] = {}
     for layer_classes, layer_scores in zip(classes, scores):
         for c, score in zip(layer_classes, layer_scores.tolist()):
-            if c not in pinned:
+            if c not in unmaskable:
                 totals[c] = totals.get(c, 0.0) + score
                 counts[c] = counts.get(c, 0) + 1
     return {c: total / counts[c] for c, total in totals.items()}

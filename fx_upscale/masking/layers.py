@@ -4,7 +4,7 @@ A :class:`Layer` is one side of one conv/linear node: the input channels it read
 channels it writes (weight rows with their bias). Each position carries a channel class from the channel analysis
 (``channels.py``), which is how coupled layers are recognised, and a feature map, the tensor HRank ranks.
 
-*Pinned* classes are never masked: graph-input channels and channels read by the graph output or by an op the
+*Unmaskable* classes are never masked: graph-input channels and channels read by the graph output or by an op the
 registry cannot map (so layers reading the model's input keep their input channels and layers writing its output
 keep their outputs), and channels read or written by a layer mask() does not mask (a grouped convolution).
 
@@ -42,23 +42,23 @@ def masking(analysis: ChannelAnalysis, node: str) -> Masking:
     return analysis.handler(node).masking(analysis.roles[node])
 
 
-def pinned_classes(analysis: ChannelAnalysis, side: str) -> frozenset[int]:
+def unmaskable_classes(analysis: ChannelAnalysis, side: str) -> frozenset[int]:
     """Classes no layer masks on ``side``."""
-    pinned = {analysis.class_of[i] for i in analysis.fixed}
+    unmaskable = {analysis.class_of[i] for i in analysis.fixed}
     for read in analysis.reads:
         rule = masking(analysis, read.reader)
         unmasked_reader = side == "input" and not rule.chooses
         if not read.consumer or unmasked_reader or rule.reads_every_channel:  # e.g. LayerNorm's statistics
-            pinned |= set(analysis.classes(read.source))
+            unmaskable |= set(analysis.classes(read.source))
     if side == "output":
         for i, owner in analysis.owner.items():
             if not masking(analysis, owner).owns_free_channels:
-                pinned.add(analysis.class_of[i])
-    return frozenset(pinned)
+                unmaskable.add(analysis.class_of[i])
+    return frozenset(unmaskable)
 
 
-def input_layers(analysis: ChannelAnalysis, pinned: frozenset[int], constrained: bool) -> list[Layer]:
-    """Every conv/linear input free of pinned classes; with ``constrained``, every one with some free class (so
+def input_layers(analysis: ChannelAnalysis, unmaskable: frozenset[int], constrained: bool) -> list[Layer]:
+    """Every conv/linear input free of unmaskable classes; with ``constrained``, every one with some free class (so
     that each reader of a chosen channel masks it)."""
     layers = []
     for read in analysis.reads:
@@ -67,7 +67,7 @@ def input_layers(analysis: ChannelAnalysis, pinned: frozenset[int], constrained:
             continue
         assert isinstance(role, Weighted)
         classes = analysis.classes(read.source)
-        free = set(classes) - pinned
+        free = set(classes) - unmaskable
         if free and (constrained or len(free) == len(set(classes))):
             repeat = analysis.layouts[read.source].repeat
             layers.append(Layer(read.reader, role.weight, "input", classes, _unflattened(analysis, read), repeat))
@@ -82,8 +82,8 @@ def _unflattened(analysis: ChannelAnalysis, read: Read) -> str:
     return name
 
 
-def output_layers(analysis: ChannelAnalysis, pinned: frozenset[int], constrained: bool = False) -> list[Layer]:
-    """Every conv/linear output free of pinned classes, in graph order; with ``constrained``, every one with some
+def output_layers(analysis: ChannelAnalysis, unmaskable: frozenset[int], constrained: bool = False) -> list[Layer]:
+    """Every conv/linear output free of unmaskable classes, in graph order; with ``constrained``, every one with some
     free class (so that each producer of a chosen channel masks it: an SE gate tied to graph-input channels too)."""
     layers = []
     for name in analysis.order:
@@ -91,7 +91,7 @@ def output_layers(analysis: ChannelAnalysis, pinned: frozenset[int], constrained
         if masking(analysis, name).chooses and name in analysis.layouts:
             assert isinstance(role, Weighted)
             classes = analysis.classes(name)
-            free = set(classes) - pinned
+            free = set(classes) - unmaskable
             if free and (constrained or len(free) == len(set(classes))):
                 layers.append(Layer(name, role.weight, "output", classes, _after_pass_through(analysis, name)))
     return layers

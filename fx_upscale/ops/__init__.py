@@ -7,13 +7,28 @@
   (split, chunk, narrow, slicing), ``shape.py`` (flatten, reshape, permute, reductions), ``structural.py`` (graph
   inputs and output, attributes, shape queries, barriers).
 
-Adding an op family is one handler class (and its role) plus its routes in a table; the recipe
+The channel rule (``propagate``) is written against :class:`fx_upscale.channels.ChannelWalk`. Adding an op
+family is one handler class (and its role) plus its routes in a table; the recipe
 ``passes/custom_handler.py`` registers a full handler for a custom module.
 """
 
 from __future__ import annotations
 
-from .base import Carry, Context, Masking, Mismatch, OpHandler, RewriteContext, Updates
+from .base import (
+    Carry,
+    Context,
+    Masking,
+    Mismatch,
+    OpHandler,
+    RewriteContext,
+    Updates,
+    arg,
+    axis_size,
+    data_name,
+    implied_mismatches,
+    is_get_attr,
+    shape,
+)
 from .elementwise import Concat, Elementwise, Operation
 from .norm import LayerNorm, PerChannel, PerChannelKind
 from .pointwise import Pointwise
@@ -53,6 +68,12 @@ __all__ = [
     "Unknown",
     "Updates",
     "Weighted",
+    "arg",
+    "axis_size",
+    "data_name",
     "default_handlers",
+    "implied_mismatches",
+    "is_get_attr",
     "producer_weights",
+    "shape",
 ]

@@ -46,7 +46,8 @@ class Carry(enum.Enum):
 class Masking:
     """What ``mask()`` may do at a node of this role."""
 
-    chooses: bool = False  # a layer mask() chooses channels of: its weight's columns (input) and rows (output)
+    chooses: bool = False  # a layer mask() chooses channels of: its weight's columns (input) and rows (output);
+    # mask() reads the weight's axes from the role, which must then be a ``Weighted``
     owns_free_channels: bool = False  # channels it creates may be masked (else they are pinned on the output side)
     reads_every_channel: bool = False  # its statistics read every channel: what it reads is never masked
     carry: Carry = Carry.STOP

@@ -77,7 +77,7 @@ class ElementwiseHandler(OpHandler[Elementwise]):
             if axis < 0 or shape(operand)[axis] != out_shape[out_axis]:
                 walk.read_all(node.name, operand.name)  # broadcast along channels: reads all of its own
                 continue
-            layout = walk.layout_on(operand.name, axis, frozen=operand.op != "get_attr")
+            layout = walk.layout_on(operand.name, axis, fixed=operand.op != "get_attr")
             if layout is None or layout.repeat != ref.repeat:
                 return False
             names.append(operand.name)

@@ -154,7 +154,7 @@ class WeightedHandler(OpHandler[Weighted]):
         if role.bias is not None:
             zero &= walk.tensor(role.bias).eq(0)
         axis = role.data_axis % len(shape(node))
-        walk.set_output(node, Layout(axis, walk.fresh(node.name, len(zero), frozen=False)), tuple(zero.tolist()))
+        walk.set_output(node, Layout(axis, walk.fresh(node.name, len(zero), fixed=False)), tuple(zero.tolist()))
         return True
 
     def rewrite(self, name: str, role: Weighted, context: RewriteContext, updates: Updates) -> None:
@@ -204,7 +204,7 @@ class GroupedHandler(OpHandler[Grouped]):
         zero = weight.reshape(weight.shape[0], -1).eq(0).all(dim=1)
         if conv.bias is not None:
             zero &= walk.tensor(conv.bias).eq(0)
-        walk.set_output(node, Layout(1, walk.fresh(node.name, len(zero), frozen=False)), tuple(zero.tolist()))
+        walk.set_output(node, Layout(1, walk.fresh(node.name, len(zero), fixed=False)), tuple(zero.tolist()))
         return True
 
     def rewrite(self, name: str, role: Grouped, context: RewriteContext, updates: Updates) -> None:

@@ -25,7 +25,7 @@ what each pass requires and ensures, what a pass of yours must keep between them
 """
 
 from .cleanup import CleanupPass
-from .invariants import check_graph_module, check_plan_applied
+from .invariants import check_graph_module, check_plan_applied, graph_module_check
 from .pipeline import apply_plan, upscale_error, upscale_passes
 from .reorder import ChannelReorderPass
 
@@ -35,6 +35,7 @@ __all__ = [
     "apply_plan",
     "check_graph_module",
     "check_plan_applied",
+    "graph_module_check",
     "upscale_error",
     "upscale_passes",
 ]

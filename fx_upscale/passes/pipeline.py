@@ -14,19 +14,23 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 from torch.fx.passes.infra.pass_manager import PassManager
 
 from ..errors import UpscaleError
+from ..ops import HandlerTable
 from ..plan_types import ChannelPlan
 from .cleanup import CleanupPass
 from .reorder import ChannelReorderPass
 
 
-def upscale_passes(plan: ChannelPlan) -> list[PassBase]:
-    """The passes that apply ``plan``, in order: ``[ChannelReorderPass(plan), CleanupPass()]``."""
-    return [ChannelReorderPass(plan), CleanupPass()]
+def upscale_passes(plan: ChannelPlan, handlers: HandlerTable | None = None) -> list[PassBase]:
+    """The passes that apply ``plan``, in order: ``[ChannelReorderPass(plan, handlers), CleanupPass()]``;
+    ``handlers`` is the table the plan was made with (its invariants are checked after the reorder)."""
+    return [ChannelReorderPass(plan, handlers), CleanupPass()]
 
 
-def apply_plan(graph_module: fx.GraphModule, plan: ChannelPlan, *, steps: int = 1) -> PassResult:
+def apply_plan(
+    graph_module: fx.GraphModule, plan: ChannelPlan, *, steps: int = 1, handlers: HandlerTable | None = None
+) -> PassResult:
     """Run :func:`upscale_passes` under a ``PassManager``; an fx_upscale error is raised as itself, unwrapped."""
-    passes: list[Callable[[fx.GraphModule], PassResult | None]] = [*upscale_passes(plan)]
+    passes: list[Callable[[fx.GraphModule], PassResult | None]] = [*upscale_passes(plan, handlers)]
     try:
         return PassManager(passes, steps=steps)(graph_module)
     except Exception as error:  # PassManager wraps every pass error in a plain Exception

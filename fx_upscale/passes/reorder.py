@@ -18,17 +18,19 @@ from torch import nn
 from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..errors import UnsupportedGraphError
+from ..ops import HandlerTable, default_handlers
 from ..ordering import Full, Gather, Narrow
 from ..plan_types import CatSelection, ChannelPlan, ConsumerAccess, ParamSlice
-from .invariants import INDEX_PREFIX, check_graph_module, check_plan_applied
+from .invariants import INDEX_PREFIX, check_plan_applied, graph_module_check
 
 
 class ChannelReorderPass(PassBase):
     """Physically prune and reorder channels as ``plan`` says."""
 
-    def __init__(self, plan: ChannelPlan) -> None:
+    def __init__(self, plan: ChannelPlan, handlers: HandlerTable | None = None) -> None:
         super().__init__()
         self.plan = plan
+        self.handlers = handlers or default_handlers()  # whose invariants ``ensures`` checks
         parts = (plan.mode, plan.param_slices, plan.attr_updates, plan.arg_updates, plan.accesses, plan.cat_selections)
         self.fingerprint = hash(repr(parts))  # repr: argument updates may hold slices, unhashable before Python 3.12
 
@@ -76,7 +78,7 @@ class ChannelReorderPass(PassBase):
     def ensures(self, graph_module: fx.GraphModule) -> None:
         """The graph lints, module attributes agree with tensor shapes, every tensor the plan slices has its new
         size, and every consumer the plan narrows or gathers reads a node marked ``meta["upscale"]``."""
-        check_graph_module(graph_module)
+        graph_module_check(self.handlers)(graph_module)
         check_plan_applied(graph_module, self.plan)
 
     def _already_applied(self, graph_module: fx.GraphModule) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from ..channels import ChannelAnalysis
 from ..layouts import Read
-from ..ops import RewriteContext, Updates, producer_weights
+from ..ops import RewriteContext, Updates
 from ..plan_types import ChannelPlan, SegmentPlan
 from ..segments import Segment
 from .access import Accesses, consumer_accesses
@@ -87,14 +87,19 @@ def plan_segment(context: SegmentContext, on_unsupported: str) -> tuple[SegmentP
     kept = kept_channels(context)
     ordering = order_channels(context, kept)
     accesses = consumer_accesses(context, kept.consumer_reads, ordering)
-    analysis, segment = context.analysis, context.segment
+    segment = context.segment
     plan = SegmentPlan(
-        index=segment.index, producers=tuple(o for o in segment.owners if producer_weights(analysis.roles[o])),
+        index=segment.index, producers=_producers(context),
         consumers=accesses.consumers, channels=len(segment.classes), kept=len(kept.kept),
         extra_pruned=kept.extra_pruned, frozen_by=frozen_by, cat_selections=accesses.cat_selections,
         kept_for_groups=kept.kept_for_groups,
     )  # fmt: skip
     return plan, accesses.physical
+
+
+def _producers(context: SegmentContext) -> tuple[str, ...]:
+    analysis = context.analysis
+    return tuple(o for o in context.segment.owners if analysis.handler(o).creates_channels(analysis.roles[o]))
 
 
 def _parameter_updates(

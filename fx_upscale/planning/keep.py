@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..layouts import Read
-from ..ops import Grouped, Slice, Split, SplitPiece, producer_weights
+from ..ops import Grouped, Slice, Split, SplitPiece
 from .context import SegmentContext
 
 
@@ -54,7 +54,9 @@ def _agreed_classes(context: SegmentContext) -> frozenset[int]:
 
 def _producer_classes(context: SegmentContext) -> list[tuple[int, ...]]:
     analysis = context.analysis
-    return [analysis.classes(o) for o in context.segment.owners if producer_weights(analysis.roles[o])]
+    return [
+        analysis.classes(o) for o in context.segment.owners if analysis.handler(o).creates_channels(analysis.roles[o])
+    ]
 
 
 def _keep_a_channel_per_producer(context: SegmentContext, kept: frozenset[int]) -> frozenset[int]:
