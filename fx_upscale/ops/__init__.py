@@ -3,9 +3,9 @@
 - ``base.py``: the :class:`OpHandler` contract (recognise, propagate, rewrite, masking, invariant) and its values.
 - ``table.py``: :class:`HandlerTable`, targets and roles to handlers; :func:`default_handlers`.
 - the families: ``weighted.py`` (conv, linear, grouped conv), ``norm.py`` (BatchNorm, depthwise conv, registered
-  per-channel modules, LayerNorm), ``pointwise.py``, ``elementwise.py`` (add/sub/mul/div, cat), ``split.py``
-  (split, chunk, narrow, slicing), ``shape.py`` (flatten, reshape, permute, reductions), ``structural.py`` (graph
-  inputs and output, attributes, shape queries, barriers).
+  per-channel modules, LayerNorm), ``pointwise.py``, ``prelu.py``, ``elementwise.py`` (add/sub/mul/div, cat),
+  ``split.py`` (split, chunk, narrow, slicing), ``shape.py`` (flatten, reshape, permute, reductions),
+  ``structural.py`` (graph inputs and output, attributes, shape queries, barriers).
 
 The channel rule (``propagate``) is written against :class:`fx_upscale.channels.ChannelWalk`. Adding an op
 family is one handler class (and its role) plus its routes in a table; the recipe
@@ -32,6 +32,7 @@ from .base import (
 from .elementwise import Concat, Elementwise, Operation
 from .norm import LayerNorm, PerChannel, PerChannelKind
 from .pointwise import Pointwise
+from .prelu import PReLU
 from .shape import Flatten, Permute, Reduce, Reshape
 from .split import Slice, Split, SplitPiece
 from .structural import GetAttr, Metadata, Output, Source, Unknown
@@ -57,6 +58,7 @@ __all__ = [
     "PerChannel",
     "PerChannelKind",
     "Permute",
+    "PReLU",
     "Pointwise",
     "Reduce",
     "Reshape",

@@ -108,6 +108,11 @@ class Context:
     graph_module: fx.GraphModule
     module_calls: Mapping[str, int]
 
+    def tensor(self, qualname: str) -> torch.Tensor:
+        """The parameter or buffer ``qualname`` of the graph module."""
+        module_name, _, leaf = qualname.rpartition(".")
+        return getattr(self.graph_module.get_submodule(module_name), leaf)
+
 
 class OpHandler(Generic[R]):
     """One op family's rules. Subclasses set :attr:`role` and override what their role needs; the defaults are

@@ -35,6 +35,7 @@ from .pointwise import (
     ZERO_TO_NONZERO_MODULES,
     PointwiseHandler,
 )
+from .prelu import PReLUHandler
 from .shape import (
     PERMUTE_FUNCTIONS,
     PERMUTE_METHODS,
@@ -215,6 +216,7 @@ def _build_default() -> HandlerTable:
     from .elementwise import Concat, Elementwise
     from .norm import LayerNorm, PerChannel
     from .pointwise import Pointwise
+    from .prelu import PReLU
     from .shape import Flatten, Permute, Reduce
     from .split import Slice, Split
     from .structural import Metadata
@@ -224,7 +226,7 @@ def _build_default() -> HandlerTable:
         SourceHandler(), GetAttrHandler(), MetadataHandler(), OutputHandler(), UnknownHandler(), WeightedHandler(),
         GroupedHandler(), PerChannelHandler(), LayerNormHandler(), PointwiseHandler(), ElementwiseHandler(),
         ConcatHandler(), SplitHandler(), SplitPieceHandler(), SliceHandler(), FlattenHandler(), ReshapeHandler(),
-        PermuteHandler(), ReduceHandler(),
+        PermuteHandler(), ReduceHandler(), PReLUHandler(),
     ])  # fmt: skip
     table.add(Weighted, CONV_MODULES + CONV_TRANSPOSE_MODULES + (nn.Linear,) + CONV_FUNCTIONS + (F.linear,))
     table.add(PerChannel, BATCHNORM_MODULES + (F.batch_norm,))
@@ -241,6 +243,7 @@ def _build_default() -> HandlerTable:
         for target, operation in routes.items():
             table.add(Elementwise, [target], operation)
     table.add(Concat, CONCAT_FUNCTIONS)
+    table.add(PReLU, (nn.PReLU, F.prelu, torch.prelu))
     table.add(Flatten, (nn.Flatten, torch.flatten, "flatten", "view", "reshape"))
     table.add(Permute, PERMUTE_FUNCTIONS + PERMUTE_METHODS)
     table.add(Reduce, REDUCE_FUNCTIONS + REDUCE_METHODS)
