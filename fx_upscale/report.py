@@ -7,19 +7,22 @@ generated graph (``gathers`` is the number of ``index_select`` nodes fx_upscale 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.fx as fx
 
-from .ordering import Full, Gather, Narrow
-from .plan_types import ChannelPlan, ConsumerAccess, SegmentPlan
+from .plan_types import ChannelPlan, ConsumerAccess, Full, Gather, Narrow, SegmentPlan
+
+AccessKind = Literal["full", "narrow", "gather", "absorbed"]
+_ACCESS_KINDS: dict[type, AccessKind] = {Full: "full", Narrow: "narrow", Gather: "gather"}
 
 
 @dataclass(frozen=True)
 class ConsumerReport:
     node: str
     source: str
-    access: str  # "full" | "narrow" | "gather" | "absorbed"
+    access: AccessKind
     channels_read: int
     channels_needed: int
     channels_available: int
@@ -100,7 +103,7 @@ def _segment_report(segment: SegmentPlan) -> SegmentReport:
 
 
 def _consumer_report(access: ConsumerAccess) -> ConsumerReport:
-    kind = type(access.access).__name__.lower()
+    kind = _ACCESS_KINDS[type(access.access)]
     read = len(access.columns)
     if access.absorbed_into:
         kind = "absorbed"

@@ -19,8 +19,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 from ..errors import UnsupportedGraphError
 from ..ops import HandlerTable, default_handlers
-from ..ordering import Full, Gather, Narrow
-from ..plan_types import CatSelection, ChannelPlan, ConsumerAccess, ParamSlice
+from ..plan_types import CatSelection, ChannelPlan, ConsumerAccess, Full, Gather, Narrow, ParamSlice
 from .invariants import INDEX_PREFIX, check_plan_applied, graph_module_check
 
 
