@@ -175,8 +175,18 @@ def is_tensor(node: fx.Node) -> bool:
 
 
 def is_get_attr(value: Any) -> bool:
-    """A ``get_attr`` node read by one node only: a tensor whose slices can be resliced for that node."""
-    return isinstance(value, fx.Node) and value.op == "get_attr" and len(value.users) == 1
+    """A ``get_attr`` node whose tensor only the one node using it reads: no other ``get_attr`` of the same tensor,
+    and no module call owning it (``F.conv2d(x, self.conv.weight)`` beside ``self.conv(y)``), so its slices can be
+    resliced for that node alone."""
+    if not (isinstance(value, fx.Node) and value.op == "get_attr" and len(value.users) == 1):
+        return False
+    target = str(value.target)
+    for node in value.graph.nodes:
+        if node.op == "get_attr" and node is not value and str(node.target) == target:
+            return False
+        if node.op == "call_module" and target.startswith(f"{node.target}."):
+            return False
+    return True
 
 
 def is_hashable(value: Any) -> bool:

@@ -173,7 +173,9 @@ def _functional_batch_norm(node: fx.Node, source: str) -> PerChannel | Unknown:
     if arg(node, 5, "training", False) is not False or tensors[0] is None or tensors[1] is None:
         return Unknown("batch_norm in training mode or without running statistics normalizes with batch statistics")
     if not all(t is None or is_get_attr(t) for t in tensors):
-        return Unknown("batch_norm tensors that are not plain attributes (get_attr) cannot be resliced")
+        return Unknown(
+            "batch_norm tensors that are not plain attributes read by this node alone (get_attr) cannot be resliced"
+        )
     mean, var, weight, bias = (str(t.target) if t is not None else None for t in tensors)
     return PerChannel(
         data=source, kind=PerChannelKind.BATCHNORM, weight=weight, bias=bias, module=None, count_attrs=(),
@@ -226,6 +228,14 @@ class LayerNormHandler(OpHandler[LayerNorm]):
     def masking(self, role: LayerNorm) -> Masking:
         return Masking(reads_every_channel=True)
 
+    def invariant(self, module: nn.Module) -> list[Mismatch]:
+        if not isinstance(module, nn.LayerNorm) or module.weight is None:
+            return []
+        implied = tuple(module.weight.shape)
+        if tuple(module.normalized_shape) != implied:
+            return [Mismatch("normalized_shape", tuple(module.normalized_shape), implied)]
+        return []
+
     def output_weight(self, role: LayerNorm) -> str | None:
         return role.weight
 
@@ -236,7 +246,9 @@ def _functional_layer_norm(node: fx.Node, source: str) -> LayerNorm | Unknown:
     if not isinstance(normalized, (list, tuple)) or len(normalized) != 1:
         return Unknown("layer_norm over more than the last axis")
     if not all(p is None or is_get_attr(p) for p in (weight, bias)):
-        return Unknown("layer_norm weights that are not plain attributes (get_attr) cannot be resliced")
+        return Unknown(
+            "layer_norm weights that are not plain attributes read by this node alone (get_attr) cannot be resliced"
+        )
     names = [str(p.target) if p is not None else None for p in (weight, bias)]
     owner = next((name.rpartition(".")[0] for name in names if name is not None), None)
     module = owner if owner is not None and isinstance(owner_module(node, owner), nn.LayerNorm) else None

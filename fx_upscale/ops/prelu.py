@@ -41,7 +41,9 @@ class PReLUHandler(OpHandler[PReLU]):
             return PReLU(data=source, weight=f"{name}.weight", per_channel=weight.numel() > 1, module=name)
         weight_node = arg(node, 1, "weight")
         if not is_get_attr(weight_node):
-            return Unknown("prelu weights that are not plain attributes (get_attr) cannot be resliced")
+            return Unknown(
+                "prelu weights that are not plain attributes read by this node alone (get_attr) cannot be resliced"
+            )
         count = context.tensor(str(weight_node.target)).numel()
         return PReLU(data=source, weight=str(weight_node.target), per_channel=count > 1, module=None)
 

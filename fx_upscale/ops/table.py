@@ -195,12 +195,22 @@ class HandlerTable:
         calls = context.module_calls.get(str(node.target), 0)
         if calls > 1 and (any(True for _ in module.parameters()) or any(True for _ in module.buffers())):
             return Unknown(f"module {node.target!r} holds parameters and is called {calls} times")
+        reader = _other_reader(node)
+        if reader is not None:
+            return Unknown(f"node {reader!r} also reads the tensors of module {node.target!r} (get_attr)")
         if not isinstance(node.args[0] if node.args else None, fx.Node) or len(node.all_input_nodes) != 1:
             return Unknown("module called with other than one tensor input")
         entry = next((self._modules[t] for t in type(module).__mro__ if t in self._modules), None)
         if entry is None:
             return Unknown(f"no handler for module type {type(module).__name__}")
         return entry.handler.recognise(node, context, entry.data)
+
+
+def _other_reader(call: fx.Node) -> str | None:
+    """A ``get_attr`` node reading a tensor of the module ``call`` calls: reslicing it for the call would change
+    what that node reads."""
+    prefix = f"{call.target}."
+    return next((n.name for n in call.graph.nodes if n.op == "get_attr" and str(n.target).startswith(prefix)), None)
 
 
 def _structural_roles() -> dict[str, type]:

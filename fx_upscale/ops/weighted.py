@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
@@ -100,7 +101,9 @@ class ConvHandler:
     def recognise_function(self, node: fx.Node) -> Any:
         data, weight, bias = data_name(node), arg(node, 1, "weight"), arg(node, 2, "bias")
         if data is None or not is_get_attr(weight) or not (bias is None or is_get_attr(bias)):
-            return Unknown("weights that are not plain attributes (get_attr) cannot be resliced")
+            return Unknown(
+                "weights that are not plain attributes read by this node alone (get_attr) cannot be resliced"
+            )
         bias_name = str(bias.target) if bias is not None else None
         weighted = Weighted(
             data=data, data_axis=1, weight=str(weight.target), bias=bias_name, module=None, in_attr=None, out_attr=None
@@ -180,8 +183,9 @@ class WeightedHandler(OpHandler[Weighted]):
         if isinstance(module, _ConvNd):
             return _conv_mismatches(module)
         if isinstance(module, nn.Linear):
-            implied = {"out_features": axis_size(module.weight, 0), "in_features": axis_size(module.weight, 1)}
-            return implied_mismatches(module, implied)
+            rows = axis_size(module.weight, 0)
+            found = implied_mismatches(module, {"out_features": rows, "in_features": axis_size(module.weight, 1)})
+            return found + _bias_mismatches(module.bias, rows)
         return []
 
 
@@ -240,6 +244,10 @@ def _conv_mismatches(conv: _ConvNd) -> list[Mismatch]:
     columns = None if columns is None else columns * conv.groups
     inputs, outputs = (rows, columns) if conv.transposed else (columns, rows)
     found = implied_mismatches(conv, {"in_channels": inputs, "out_channels": outputs})
-    if conv.bias is not None and outputs is not None and conv.bias.shape[0] != outputs:
-        found.append(Mismatch("bias length", conv.bias.shape[0], outputs))
-    return found
+    return found + _bias_mismatches(conv.bias, outputs)
+
+
+def _bias_mismatches(bias: torch.Tensor | None, rows: int | None) -> list[Mismatch]:
+    if bias is not None and rows is not None and bias.shape[0] != rows:
+        return [Mismatch("bias length", bias.shape[0], rows)]
+    return []
