@@ -7,7 +7,9 @@ into segments (``segments.py``), plans which channels to keep and in which order
 :func:`register_pointwise` / :func:`register_per_channel` teach the default :class:`HandlerTable` custom ops,
 and :meth:`HandlerTable.register_handler` adds a full handler. Around the export: :func:`compile_backend`
 (``compile.py``) prunes inside ``torch.compile``; :func:`save` / :func:`load` (``serialization.py``) write and read
-a pruned model as a ``.pt2`` file; ``passes/`` composes with other passes under ``PassManager``.
+a pruned model as a ``.pt2`` file; ``passes/`` composes with other passes under ``PassManager``;
+:func:`recalibrate_batchnorm` (``recalibration.py``) re-estimates BatchNorm statistics of a pruned model on
+calibration batches.
 """
 
 from .compile import compile_backend
@@ -16,6 +18,7 @@ from .export import ExportResult, export, plan
 from .masking import mask
 from .ops import HandlerTable, OpHandler, default_handlers
 from .plan_types import ChannelPlan
+from .recalibration import recalibrate_batchnorm
 from .report import ExportReport
 from .serialization import load, save
 from .spec import PruneSpec
@@ -39,6 +42,7 @@ __all__ = [
     "load",
     "mask",
     "plan",
+    "recalibrate_batchnorm",
     "register_per_channel",
     "register_pointwise",
     "save",
