@@ -1,7 +1,9 @@
 """The torchvision classification zoo, as tests/test_torchvision_zoo.py and benchmarks/zoo.py use it.
 
-- :data:`ZOO`: every model of ``torchvision.models.list_models(module=torchvision.models)`` that
-  ``torch.fx.symbolic_trace`` can trace and that has at most 100 M parameters, most expensive first.
+- :func:`zoo`: every model of ``torchvision.models.list_models(module=torchvision.models)`` that
+  ``torch.fx.symbolic_trace`` can trace and that has at most 100 M parameters, most expensive first. It builds and
+  traces every model (seconds to a minute), so the tests take their parameters from :data:`ZOO`, the same list
+  written out, and one test checks that :func:`zoo` still gives exactly :data:`ZOO`.
 - :data:`LARGE` and :data:`UNTRACEABLE`: the models left out, named, so that a change in torchvision is noticed.
 - :func:`build`: a model with ``weights=None`` (seeded), made meaningful for an exactness check, and its input.
 
@@ -20,6 +22,18 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 MAX_PARAMS = 100_000_000
+ZOO = (  # zoo() written out, most expensive first: the parameters of tests/test_torchvision_zoo.py
+    "vit_b_32", "vit_b_16", "maxvit_t", "efficientnet_b7", "alexnet", "swin_v2_b", "convnext_base",
+    "efficientnet_v2_m", "swin_b", "resnext101_32x8d", "regnet_y_16gf", "resnext101_64x4d", "efficientnet_b6",
+    "resnet152", "inception_v3", "wide_resnet50_2", "swin_v2_s", "regnet_x_16gf", "efficientnet_b5", "convnext_small",
+    "swin_s", "resnet101", "regnet_y_8gf", "densenet161", "efficientnet_v2_s", "regnet_x_8gf", "densenet201",
+    "efficientnet_b4", "densenet169", "regnet_y_3_2gf", "swin_v2_t", "regnet_y_1_6gf", "efficientnet_b3",
+    "convnext_tiny", "swin_t", "regnet_x_3_2gf", "resnet50", "efficientnet_b2", "resnext50_32x4d", "efficientnet_b1",
+    "densenet121", "resnet34", "googlenet", "regnet_x_1_6gf", "efficientnet_b0", "regnet_x_400mf", "regnet_y_800mf",
+    "regnet_y_400mf", "regnet_x_800mf", "mobilenet_v3_large", "shufflenet_v2_x2_0", "mnasnet1_3", "resnet18",
+    "mobilenet_v2", "shufflenet_v2_x1_5", "mnasnet1_0", "mobilenet_v3_small", "shufflenet_v2_x1_0", "mnasnet0_75",
+    "shufflenet_v2_x0_5", "mnasnet0_5", "squeezenet1_0", "squeezenet1_1",
+)  # fmt: skip
 LARGE = (  # more than MAX_PARAMS parameters: benchmarks/zoo.py --large
     "convnext_large", "efficientnet_v2_l", "regnet_x_32gf", "regnet_y_32gf", "regnet_y_128gf",
     "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
