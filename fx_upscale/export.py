@@ -14,16 +14,17 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from .capture import module_of
 from .channels import ChannelAnalysis, analyse_channels
 from .errors import SpecError, describe_node
-from .ops import HandlerTable
+from .ops import HandlerTable, LayerNorm, PerChannel, Unknown, producer_weights
 from .passes import apply_plan
 from .plan_types import ChannelPlan
 from .planning import plan_channels
 from .report import ExportReport, build_report, count_parameters
 from .segments import find_segments
 from .spec import PruneSpec
-from .tracing import normalize_inputs, trace
+from .tracing import capture_model, normalize_inputs
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ExportResult:
 
 
 def export(
-    model: nn.Module,
+    model: nn.Module | torch.export.ExportedProgram,
     example_inputs: torch.Tensor | Sequence[torch.Tensor],
     *,
     spec: PruneSpec | None = None,
@@ -42,6 +43,7 @@ def export(
     on_unsupported: str = "raise",
     leaf_modules: Iterable[str] = (),
     handlers: HandlerTable | None = None,
+    capture: str = "auto",
 ) -> ExportResult:
     """Export ``model`` with the channels of ``spec`` physically removed.
 
@@ -51,19 +53,30 @@ def export(
     output may differ from the masked model: see ``report.extra_pruned_channels``). ``on_unsupported="freeze"``
     keeps every channel that crosses an op fx_upscale cannot map, instead of raising. ``leaf_modules`` names
     submodules not to trace into. ``handlers`` is the handler table saying how channels cross each op (default:
-    ``fx_upscale.default_handlers()``). The caller's model is never modified.
+    ``fx_upscale.default_handlers()``). ``capture`` chooses the front end: ``"auto"`` (symbolic tracing, or
+    ``torch.export`` when that fails or its graph does not reproduce the model's outputs), ``"symbolic_trace"`` or
+    ``"torch.export"``; ``report.capture`` says which made the graph. ``model`` may also be a ``GraphModule`` or
+    a ``torch.export.ExportedProgram``. The caller's model is never modified.
     """
     start = time.perf_counter()
     inputs = normalize_inputs(example_inputs)
+    from_program = isinstance(model, torch.export.ExportedProgram)
+    if isinstance(model, torch.export.ExportedProgram):
+        model = module_of(model)
     masked = spec.apply(model) if spec is not None else model
-    graph_module = trace(masked, inputs, leaf_modules, copy=spec is None, handlers=handlers)
+    captured = capture_model(masked, inputs, leaf_modules, copy=spec is None, handlers=handlers, capture=capture)
+    graph_module = captured.graph_module
     analysis = analyse_channels(graph_module, handlers)
     if spec is not None:
         check_output_channels(spec, analysis)
     channel_plan = plan_channels(analysis, find_segments(analysis), mode, on_unsupported)
+    if spec is not None:
+        check_spec_is_read(spec, analysis)  # after planning, which names an unmapped op inside a pruned segment
     params_before = count_parameters(graph_module)
     apply_plan(graph_module, channel_plan, handlers=handlers)
-    report = build_report(channel_plan, graph_module, params_before, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    capture_used = "torch.export" if from_program else captured.capture
+    report = build_report(channel_plan, graph_module, params_before, seconds, capture_used)
     return ExportResult(graph_module, report, channel_plan)
 
 
@@ -106,3 +119,39 @@ def check_output_channels(spec: PruneSpec, analysis: ChannelAnalysis) -> None:
                 "output's shape. Remove them from the spec (fx_upscale.mask never chooses them); to return fewer "
                 "channels, change the model's last layer"
             )
+
+
+def check_spec_is_read(spec: PruneSpec, analysis: ChannelAnalysis) -> None:
+    """Raise :class:`SpecError` if ``spec`` names a weight no layer fx_upscale recognises prunes through: its
+    channels would silently stay (a layer behind an op no handler maps, a graph whose layers are barriers)."""
+    inputs, outputs = set(), set()
+    for name, role in analysis.roles.items():
+        weights = producer_weights(role)
+        if weights is not None:
+            inputs.add(weights.weight)
+        outputs.add(analysis.handler(name).output_weight(role))
+        if isinstance(role, (PerChannel, LayerNorm)):  # a spec may mask a per-channel layer's shift too
+            outputs.update(t for t in (role.weight, role.bias) if t is not None)
+    unread = sorted(set(spec.inputs) - inputs) + sorted(set(spec.outputs) - outputs)
+    if not unread:
+        return
+    side = "inputs" if unread[0] in spec.inputs and unread[0] not in inputs else "outputs"
+    raise SpecError(
+        f"PruneSpec.{side}[{unread[0]!r}] names a weight no layer fx_upscale recognises prunes through"
+        f"{_unread_reason(unread[0], analysis)}, so its channels would stay. Unread: {unread[:5]}"
+        f"{' ...' if len(unread) > 5 else ''}. Fix the op (a handler: fx_upscale.register_pointwise, "
+        "register_per_channel, HandlerTable.register_handler) or remove these names from the spec"
+    )
+
+
+def _unread_reason(weight: str, analysis: ChannelAnalysis) -> str:
+    """Which node reads ``weight`` and why fx_upscale does not map it, if a node does."""
+    owner = weight.rpartition(".")[0]
+    for node in analysis.nodes.values():
+        attribute = node.op == "get_attr" and str(node.target) == weight
+        if attribute or (node.op == "call_module" and node.target == owner):
+            reader = next(iter(node.users), node) if attribute else node
+            role = analysis.roles.get(reader.name)
+            why = f": {role.reason}" if isinstance(role, Unknown) else ""
+            return f" ({describe_node(reader)} reads it{why})"
+    return " (no node of the graph reads it)"

@@ -58,6 +58,7 @@ class ExportReport:
     segments: tuple[SegmentReport, ...]
     frozen: tuple[str, ...]  # unknown ops whose channels were kept (on_unsupported="freeze")
     export_seconds: float
+    capture: str = "symbolic_trace"  # the front end that made the graph: symbolic_trace, torch.export, graph_module
 
     def summary(self) -> str:
         """One line of the headline numbers."""
@@ -66,11 +67,13 @@ class ExportReport:
             f"({100 * self.params_after / max(1, self.params_before):.1f}%), gathers {self.gathers}, "
             f"narrows {self.narrows}, copied elements {self.copied_elements:,}, absorbed {self.absorbed}, "
             f"extra pruned channels {self.extra_pruned_channels}, kept for groups {self.kept_for_groups}, "
-            f"{self.export_seconds:.2f} s"
+            f"{self.export_seconds:.2f} s, captured by {self.capture}"
         )
 
 
-def build_report(plan: ChannelPlan, module: fx.GraphModule, params_before: int, seconds: float) -> ExportReport:
+def build_report(
+    plan: ChannelPlan, module: fx.GraphModule, params_before: int, seconds: float, capture: str = "symbolic_trace"
+) -> ExportReport:
     inserted = [node for node in module.graph.nodes if "upscale" in node.meta and "access" in node.meta["upscale"]]
     segments = tuple(_segment_report(segment) for segment in plan.segments)
     return ExportReport(
@@ -87,6 +90,7 @@ def build_report(plan: ChannelPlan, module: fx.GraphModule, params_before: int, 
         segments=segments,
         frozen=tuple(name for segment in plan.segments for name in segment.frozen_by),
         export_seconds=seconds,
+        capture=capture,
     )
 
 

@@ -3,7 +3,8 @@
 :func:`trace` checks that the model has data (not on the meta device) and that the example inputs fit its
 ``forward``, deep-copies the model (the caller's model is never mutated), symbolically traces it with stack traces
 recorded (so errors can point at source lines), removes dead code, and runs the copy on the example inputs so every
-node carries ``meta["tensor_meta"]``. Every failure on the way is a :class:`TracingError` naming the culprit.
+node carries ``meta["tensor_meta"]``. Which front end captures the graph (symbolic tracing or ``torch.export``) is
+``capture.py``'s. Every failure on the way is a :class:`TracingError` naming the culprit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
+from .capture import CapturedGraph, allow_mode_changes, capture_graph, check_capture
 from .errors import TracingError, describe_node
 from .ops import HandlerTable, default_handlers
 
@@ -51,14 +53,31 @@ def trace(
     leaf_modules: Iterable[str] = (),
     copy: bool = True,
     handlers: HandlerTable | None = None,
+    capture: str = "auto",
 ) -> fx.GraphModule:
     """A shape-annotated GraphModule over ``model`` in eval mode; over a private copy unless ``copy=False``.
 
-    Raises :class:`TracingError` for a model on the meta device, an untraceable ``forward``, or example inputs
-    that do not fit the model (their number, shape, dtype or device).
+    ``capture`` chooses the front end (``capture.py``): ``"auto"``, ``"symbolic_trace"`` or ``"torch.export"``.
+    Raises :class:`TracingError` for a model on the meta device, a ``forward`` no front end captures, or example
+    inputs that do not fit the model (their number, shape, dtype or device).
     """
+    return capture_model(model, example_inputs, leaf_modules, copy, handlers, capture).graph_module
+
+
+def capture_model(
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    leaf_modules: Iterable[str] = (),
+    copy: bool = True,
+    handlers: HandlerTable | None = None,
+    capture: str = "auto",
+) -> CapturedGraph:
+    """:func:`trace`, saying which front end made the graph (and, for ``"auto"``, why not symbolic tracing)."""
+    how = check_capture(capture)
     check_materialized(model, example_inputs)
-    if model.training:
+    if isinstance(model, fx.GraphModule):
+        allow_mode_changes(model)  # an ExportedProgram's module() (its graph fixed the mode already)
+    if model.training and not _mode_is_fixed(model):
         warnings.warn(
             f"{type(model).__name__} is in training mode; fx_upscale traces a copy of it in eval mode (BatchNorm "
             "uses its running statistics, dropout is off) and leaves the model itself in training mode. Call "
@@ -66,18 +85,23 @@ def trace(
             stacklevel=3,
         )
     private = deepcopy(model) if copy else model
-    gm = (
-        private
-        if isinstance(private, fx.GraphModule)
-        else _symbolic_trace(private, leaf_modules, handlers or default_handlers())
-    )
+    table = handlers or default_handlers()
+    captured = capture_graph(private, example_inputs, how, lambda m: _symbolic_trace(m, leaf_modules, table))
+    gm = captured.graph_module
     gm.eval()
     if gm.graph.eliminate_dead_code():
         gm.recompile()
     _check_input_count(gm, example_inputs)
     with torch.no_grad():
         _propagate_shapes(gm, example_inputs)
-    return gm
+    return captured
+
+
+def _mode_is_fixed(model: nn.Module) -> bool:
+    """A graph of aten ops (an ExportedProgram's module): train / eval mode was fixed when it was captured."""
+    if not isinstance(model, fx.GraphModule):
+        return False
+    return any(isinstance(node.target, torch._ops.OpOverload) for node in model.graph.nodes)
 
 
 def check_materialized(model: nn.Module, example_inputs: tuple[Any, ...]) -> None:

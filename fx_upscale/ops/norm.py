@@ -40,7 +40,25 @@ if TYPE_CHECKING:
     from ..channels import ChannelWalk
 
 BATCHNORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_BATCH_NORM_TENSORS = ("running_mean", "running_var", "weight", "bias")  # F.batch_norm's arguments 1-4
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchNormArguments:
+    """Where a functional batch norm holds its tensors and its training flag (by position, or keyword)."""
+
+    running_mean: int = 1
+    running_var: int = 2
+    weight: int = 3
+    bias: int = 4
+    training: int = 5
+
+    def tensors(self, node: fx.Node) -> list[Any]:
+        """The node's running mean, running variance, weight and bias arguments, in that order."""
+        names = ("running_mean", "running_var", "weight", "bias")
+        return [arg(node, getattr(self, name), name) for name in names]
+
+
+F_BATCH_NORM = BatchNormArguments()  # F.batch_norm(input, running_mean, running_var, weight, bias, training, ...)
 
 
 class PerChannelKind(enum.Enum):
@@ -96,7 +114,7 @@ class PerChannelHandler(OpHandler[PerChannel]):
         if source is None:
             return Unknown("batch_norm of something other than a tensor")
         if node.op == "call_function":
-            return _functional_batch_norm(node, source)
+            return _functional_batch_norm(node, source, data if isinstance(data, BatchNormArguments) else F_BATCH_NORM)
         name = str(node.target)
         module = context.graph_module.get_submodule(name)
         if isinstance(data, AffineModule):
@@ -167,10 +185,11 @@ def _named(module: nn.Module, name: str, attr: str) -> str | None:
     return f"{name}.{attr}" if getattr(module, attr, None) is not None else None
 
 
-def _functional_batch_norm(node: fx.Node, source: str) -> PerChannel | Unknown:
-    """``F.batch_norm`` in inference mode with running statistics (how Dynamo's graphs hold BatchNorm)."""
-    tensors = [arg(node, index, name) for index, name in enumerate(_BATCH_NORM_TENSORS, start=1)]
-    if arg(node, 5, "training", False) is not False or tensors[0] is None or tensors[1] is None:
+def _functional_batch_norm(node: fx.Node, source: str, arguments: BatchNormArguments) -> PerChannel | Unknown:
+    """A functional batch norm in inference mode with running statistics (``F.batch_norm``: how Dynamo's graphs
+    hold BatchNorm; ``aten.batch_norm``: how ``torch.export``'s do)."""
+    tensors = arguments.tensors(node)
+    if arg(node, arguments.training, "training", False) is not False or tensors[0] is None or tensors[1] is None:
         return Unknown("batch_norm in training mode or without running statistics normalizes with batch statistics")
     if not all(t is None or is_get_attr(t) for t in tensors):
         return Unknown(

@@ -180,7 +180,7 @@ class PermuteHandler(OpHandler[Permute]):
     reads_split_layouts = True
 
     def recognise(self, node: fx.Node, context: Context, data: Any) -> Permute | Unknown:
-        name = getattr(node.target, "__name__", node.target)
+        name = data if isinstance(data, str) else getattr(node.target, "__name__", node.target)  # aten: the data
         source, ndim = data_name(node), len(shape(node))
         if source is None or ndim == 0:
             return Unknown("permute of a non-tensor")

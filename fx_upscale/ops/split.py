@@ -10,6 +10,7 @@ When channels are removed, split sizes and slice bounds are rewritten to count t
 
 from __future__ import annotations
 
+import enum
 import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,15 @@ if TYPE_CHECKING:
 
 SPLIT_FUNCTIONS = (torch.split, torch.chunk)
 SPLIT_METHODS = ("split", "chunk")
-_SPLITS = {("call_function", torch.split), ("call_function", torch.chunk)} | {("call_method", m) for m in SPLIT_METHODS}
+_ATEN_SPLITS = (torch.ops.aten.chunk.default, torch.ops.aten.split_with_sizes.default)
+_SPLITS = {("call_function", f) for f in SPLIT_FUNCTIONS + _ATEN_SPLITS} | {("call_method", m) for m in SPLIT_METHODS}
+
+
+class SliceArguments(enum.Enum):
+    """How a slice states its range after its axis: ``narrow(dim, start, length)`` or ``slice(dim, start, end)``."""
+
+    START_LENGTH = "start_length"
+    START_END = "start_end"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +60,7 @@ class Slice:
     start: int
     length: int
     getitem: bool  # ``x[...]`` (rewrite the index) rather than ``narrow`` (rewrite start and length)
+    arguments: SliceArguments = SliceArguments.START_LENGTH  # how a call states its range (not ``x[...]``)
 
 
 def _count(kept: tuple[int, ...], start: int, end: int) -> int:
@@ -61,7 +71,8 @@ class SplitHandler(OpHandler[Split]):
     role = Split
 
     def recognise(self, node: fx.Node, context: Context, data: Any) -> Split | Unknown:
-        kind = "chunk" if node.target in (torch.chunk, "chunk") else "split"
+        """The table's data is the kind (``"chunk"`` or ``"split"``) where the target does not say it."""
+        kind = data if data in ("chunk", "split") else "chunk" if node.target in (torch.chunk, "chunk") else "split"
         source, axes = data_name(node), shape(node.args[0])
         if source is None or not axes:
             return Unknown(f"{kind} of a non-tensor")
@@ -125,6 +136,8 @@ class SliceHandler(OpHandler[Slice]):
     def recognise(self, node: fx.Node, context: Context, data: Any) -> Any:
         if node.target is operator.getitem:
             return _recognise_getitem(node)
+        if data is SliceArguments.START_END:
+            return _recognise_start_end(node)
         source, axes = data_name(node), shape(node.args[0])
         dim, start, length = arg(node, 1, "dim"), arg(node, 2, "start"), arg(node, 3, "length")
         if source is None or not axes or not all(isinstance(v, int) for v in (dim, start, length)):
@@ -150,6 +163,10 @@ class SliceHandler(OpHandler[Slice]):
         if kept is None or context.analysis.layouts[role.data].axis != role.dim:
             return
         start, length = _count(kept, 0, role.start), _count(kept, role.start, role.start + role.length)
+        if role.arguments is SliceArguments.START_END:
+            updates.arg(name, 2, "start", start)
+            updates.arg(name, 3, "end", start + length)
+            return
         if not role.getitem:
             updates.arg(name, 2, "start", start)
             updates.arg(name, 3, "length", length)
@@ -158,6 +175,21 @@ class SliceHandler(OpHandler[Slice]):
         index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
         index = index + (slice(None),) * (role.dim + 1 - len(index))
         updates.arg(name, 1, "", index[: role.dim] + (slice(start, start + length),) + index[role.dim + 1 :])
+
+
+def _recognise_start_end(node: fx.Node) -> Slice | Unknown:
+    """``aten.slice.Tensor(x, dim, start, end, step)``: ``None`` bounds and bounds past the axis are clamped."""
+    source, axes = data_name(node), shape(node.args[0])
+    dim, start, end, step = arg(node, 1, "dim", 0), arg(node, 2, "start"), arg(node, 3, "end"), arg(node, 4, "step", 1)
+    bounds_known = all(v is None or isinstance(v, int) for v in (start, end))
+    if source is None or not axes or not isinstance(dim, int) or not bounds_known or step != 1:
+        return Unknown("slice with a step, or with bounds that are not constants")
+    dim %= len(axes)
+    first, stop, _ = slice(start, end).indices(axes[dim])
+    return Slice(
+        data=source, dim=dim, start=first, length=max(0, stop - first), getitem=False,
+        arguments=SliceArguments.START_END,
+    )  # fmt: skip
 
 
 def _recognise_getitem(node: fx.Node) -> Any:

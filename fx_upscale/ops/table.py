@@ -22,6 +22,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from .aten import add_aten_routes
 from .base import Context, OpHandler, is_hashable
 from .elementwise import CONCAT_FUNCTIONS, ELEMENTWISE_FUNCTIONS, ELEMENTWISE_METHODS, ConcatHandler, ElementwiseHandler
 from .norm import BATCHNORM_MODULES, AffineModule, LayerNormHandler, PerChannelHandler
@@ -198,11 +199,12 @@ class HandlerTable:
         reader = _other_reader(node)
         if reader is not None:
             return Unknown(f"node {reader!r} also reads the tensors of module {node.target!r} (get_attr)")
-        if not isinstance(node.args[0] if node.args else None, fx.Node) or len(node.all_input_nodes) != 1:
-            return Unknown("module called with other than one tensor input")
         entry = next((self._modules[t] for t in type(module).__mro__ if t in self._modules), None)
         if entry is None:
             return Unknown(f"no handler for module type {type(module).__name__}")
+        one_input = isinstance(node.args[0] if node.args else None, fx.Node) and len(node.all_input_nodes) == 1
+        if not one_input and entry.handler.role is not _metadata_role():
+            return Unknown("module called with other than one tensor input")
         return entry.handler.recognise(node, context, entry.data)
 
 
@@ -211,6 +213,12 @@ def _other_reader(call: fx.Node) -> str | None:
     what that node reads."""
     prefix = f"{call.target}."
     return next((n.name for n in call.graph.nodes if n.op == "get_attr" and str(n.target).startswith(prefix)), None)
+
+
+def _metadata_role() -> type:
+    from .structural import Metadata
+
+    return Metadata
 
 
 def _structural_roles() -> dict[str, type]:
@@ -260,6 +268,7 @@ def _build_default() -> HandlerTable:
     table.add(Split, SPLIT_FUNCTIONS + SPLIT_METHODS)
     table.add(Slice, (torch.narrow, "narrow", operator.getitem))
     table.add(Metadata, (getattr, "size", "dim", "numel"))
+    add_aten_routes(table)
     return table
 
 

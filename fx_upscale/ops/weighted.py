@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSE_MODULES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d)
+LINEAR = "linear"  # the table's data for a linear function other than F.linear (channels on the last axis)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,7 +99,7 @@ class ConvHandler:
             return Grouped(conv=weighted, groups=module.groups)
         return Unknown(f"grouped transposed convolution (groups={module.groups}) is not supported")
 
-    def recognise_function(self, node: fx.Node) -> Any:
+    def recognise_function(self, node: fx.Node, linear: bool) -> Any:
         data, weight, bias = data_name(node), arg(node, 1, "weight"), arg(node, 2, "bias")
         if data is None or not is_get_attr(weight) or not (bias is None or is_get_attr(bias)):
             return Unknown(
@@ -108,7 +109,7 @@ class ConvHandler:
         weighted = Weighted(
             data=data, data_axis=1, weight=str(weight.target), bias=bias_name, module=None, in_attr=None, out_attr=None
         )
-        if node.target is F.linear:
+        if linear:
             return replace(weighted, data_axis=-1)
         groups = arg(node, 6, "groups", 1)
         if groups == 1:
@@ -130,7 +131,7 @@ class WeightedHandler(OpHandler[Weighted]):
 
     def recognise(self, node: fx.Node, context: Context, data: Any) -> Any:
         if node.op == "call_function":
-            return self.conv.recognise_function(node)
+            return self.conv.recognise_function(node, linear=node.target is F.linear or data == LINEAR)
         module = context.graph_module.get_submodule(str(node.target))
         source = data_name(node)
         assert source is not None  # the table checked the module's one tensor input
