@@ -177,3 +177,13 @@ def test_a_spec_naming_weights_no_recognised_layer_reads_is_an_error() -> None:
     for capture in ("symbolic_trace", "torch.export"):
         with pytest.raises(fx_upscale.SpecError, match=r"PruneSpec.inputs\['up.weight'\] names a weight no layer"):
             fx_upscale.export(model, x, spec=spec, capture=capture)
+
+
+def test_mask_takes_an_exported_program_and_names_its_weights() -> None:
+    model, x = small_net()
+    program = torch.export.export(model, (x,))
+    spec = fx_upscale.mask(program, x, amount=0.3, side="input")
+    assert spec == fx_upscale.mask(model, x, amount=0.3, side="input", capture="torch.export")
+    assert spec.inputs and set(spec.inputs) <= {"conv2.weight", "conv3.weight", "fc.weight"}
+    result = fx_upscale.export(program, x, spec=spec)
+    assert_exact(result, spec.apply(model), x)

@@ -28,6 +28,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from ..capture import module_of
 from ..channels import ChannelAnalysis, analyse_channels
 from ..errors import SpecError
 from ..ops import HandlerTable
@@ -46,7 +47,7 @@ SCOPES = ("local", "global")
 
 
 def mask(
-    model: nn.Module,
+    model: nn.Module | torch.export.ExportedProgram,
     example_inputs: torch.Tensor | Sequence[torch.Tensor],
     *,
     amount: float,
@@ -56,13 +57,17 @@ def mask(
     scope: str = "local",
     calibration: Iterable | None = None,
     handlers: HandlerTable | None = None,
+    capture: str = "auto",
 ) -> PruneSpec:
     """A PruneSpec masking ``amount`` (a fraction in [0, 1)) of the channels of each layer or group (local scope)
     or of the model (global scope). ``calibration`` (for ``heuristic="hrank"``): input batches, each a tensor or a
     tuple of tensors like ``example_inputs``. ``handlers``: the handler table (default
-    ``fx_upscale.default_handlers()``); pass the one you export with."""
+    ``fx_upscale.default_handlers()``); pass the one you export with. ``capture``: the front end, as for
+    :func:`fx_upscale.export`; ``model`` may be an ``ExportedProgram`` too."""
     _check_arguments(amount, heuristic, side, method, scope, calibration)
-    graph_module = trace(model, normalize_inputs(example_inputs), handlers=handlers)
+    if isinstance(model, torch.export.ExportedProgram):
+        model = module_of(model)
+    graph_module = trace(model, normalize_inputs(example_inputs), handlers=handlers, capture=capture)
     analysis = analyse_channels(graph_module, handlers)
     constrained = method == "constrained"
     groups = [segment.classes for segment in find_segments(analysis)] if constrained else None
