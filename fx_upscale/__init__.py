@@ -13,7 +13,7 @@ calibration batches.
 """
 
 from .compile import compile_backend
-from .errors import SpecError, TracingError, UnsupportedGraphError, UnsupportedOpError, UpscaleError
+from .errors import MaskWarning, SpecError, TracingError, UnsupportedGraphError, UnsupportedOpError, UpscaleError
 from .export import ExportResult, export, plan
 from .masking import mask
 from .ops import HandlerTable, OpHandler, default_handlers
@@ -27,6 +27,7 @@ from .tracing import trace
 __all__ = [
     "ChannelPlan",
     "HandlerTable",
+    "MaskWarning",
     "OpHandler",
     "ExportReport",
     "ExportResult",

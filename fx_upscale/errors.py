@@ -27,11 +27,20 @@ class TracingError(UpscaleError):
 
 
 class UnsupportedOpError(UpscaleError):
-    """An op in a segment being pruned that the op registry cannot map channels through."""
+    """An op in a segment being pruned that no handler maps channels through."""
 
 
 class UnsupportedGraphError(UpscaleError):
     """A graph structure fx_upscale cannot export exactly."""
+
+
+class MaskWarning(UserWarning):
+    """``mask()`` left layers unmasked because their channels cross ops no handler maps. ``blocked`` maps each
+    skipped layer (``"weight (side)"``) to what blocked it (``"node 'x' (...): reason"``)."""
+
+    def __init__(self, message: str, blocked: dict[str, str]) -> None:
+        super().__init__(message)
+        self.blocked = blocked
 
 
 _TORCH_FRAMES = f'"{os.path.dirname(torch.__file__)}{os.sep}'  # the tracer, Module.__call__, F.* dispatch, Dynamo

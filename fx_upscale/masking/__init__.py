@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -30,7 +31,7 @@ from torch import nn
 
 from ..capture import module_of
 from ..channels import ChannelAnalysis, analyse_channels
-from ..errors import SpecError
+from ..errors import MaskWarning, SpecError
 from ..ops import HandlerTable
 from ..segments import find_segments
 from ..spec import PruneSpec
@@ -84,7 +85,34 @@ def mask(
             spec = spec.merged(lay.input_spec(layers, pick(unmaskable=unmaskable[s])))
         else:
             spec = spec.merged(_output_spec(graph_module, analysis, layers, pick, unmaskable[s], constrained))
+    blocked = {k: v for s in sides for k, v in lay.blocked_layers(analysis, s, layers_of[s]).items()}
+    _warn_if_blocked(blocked, spec)
     return spec
+
+
+def _warn_if_blocked(blocked: dict[str, str], spec: PruneSpec) -> None:
+    """A :class:`MaskWarning` naming the layers barriers kept from being masked, and the ops that block them."""
+    if not blocked and not spec.is_empty():
+        return
+    if not blocked:
+        warnings.warn(
+            MaskWarning("mask() chose no channel: no layer has channels it may mask (graph inputs and outputs, "
+                        "grouped convolutions and what LayerNorm reads are never masked)", {}),
+            stacklevel=3,
+        )  # fmt: skip
+        return
+    causes = sorted(set(blocked.values()))
+    lead = "mask() chose no channel" if spec.is_empty() else f"mask() left {len(blocked)} layer(s) unmasked"
+    warnings.warn(
+        MaskWarning(
+            f"{lead} because their channels cross ops fx_upscale cannot map: {'; '.join(causes[:3])}"
+            f"{' ...' if len(causes) > 3 else ''}. Skipped: {', '.join(sorted(blocked)[:6])}"
+            f"{' ...' if len(blocked) > 6 else ''}. Give those ops a handler (fx_upscale.register_pointwise, "
+            "register_per_channel, HandlerTable.register_handler) to mask these layers too",
+            blocked,
+        ),
+        stacklevel=3,
+    )
 
 
 def _output_spec(

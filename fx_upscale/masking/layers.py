@@ -20,8 +20,9 @@ import torch
 import torch.fx as fx
 
 from ..channels import ChannelAnalysis, analyse_channels
+from ..errors import describe_node
 from ..layouts import Read
-from ..ops import Carry, Flatten, Masking, Weighted
+from ..ops import Carry, Flatten, Masking, Unknown, Weighted
 from ..spec import PruneSpec
 
 
@@ -72,6 +73,44 @@ def input_layers(analysis: ChannelAnalysis, unmaskable: frozenset[int], constrai
             repeat = analysis.layouts[read.source].repeat
             layers.append(Layer(read.reader, role.weight, "input", classes, _unflattened(analysis, read), repeat))
     return layers
+
+
+def blocked_layers(analysis: ChannelAnalysis, side: str, chosen_from: list[Layer]) -> dict[str, str]:
+    """Conv/linear layers of ``side`` that are not among ``chosen_from`` because a barrier (an op no handler maps)
+    reads their channels: ``"weight (side)"`` -> the first such barrier, described, with its reason."""
+    barrier_of: dict[int, str] = {}  # channel class -> a barrier reading it, or making it (its output)
+    for read in analysis.reads:
+        if read.reader in analysis.barriers:
+            for c in analysis.classes(read.source):
+                barrier_of.setdefault(c, read.reader)
+    for i, owner in analysis.owner.items():
+        if isinstance(analysis.roles[owner], Unknown):
+            barrier_of.setdefault(analysis.class_of[i], owner)
+    taken = {layer.weight for layer in chosen_from}
+    blocked = {}
+    for weight, classes in _candidate_layers(analysis, side):
+        barrier = next((barrier_of[c] for c in classes if c in barrier_of), None)
+        if weight not in taken and barrier is not None:
+            role = analysis.roles[barrier]
+            reason = role.reason if isinstance(role, Unknown) else analysis.barriers.get(barrier, "")
+            blocked[f"{weight} ({side})"] = f"{describe_node(analysis.nodes[barrier])}: {reason}"
+    return blocked
+
+
+def _candidate_layers(analysis: ChannelAnalysis, side: str) -> list[tuple[str, tuple[int, ...]]]:
+    """(weight, channel classes) of every layer mask() could choose on ``side``."""
+    candidates = []
+    if side == "input":
+        for read in analysis.reads:
+            role = analysis.roles[read.reader]
+            if read.consumer and isinstance(role, Weighted):
+                candidates.append((role.weight, analysis.classes(read.source)))
+        return candidates
+    for name in analysis.order:
+        role = analysis.roles[name]
+        if isinstance(role, Weighted) and name in analysis.layouts:
+            candidates.append((role.weight, analysis.classes(name)))
+    return candidates
 
 
 def _unflattened(analysis: ChannelAnalysis, read: Read) -> str:
