@@ -8,8 +8,9 @@
   ``structural.py`` (graph inputs and output, attributes, shape queries, barriers).
 
 The channel rule (``propagate``) is written against :class:`fx_upscale.channels.ChannelWalk`. Adding an op
-family is one handler class (and its role) plus its routes in a table; the recipe
-``passes/custom_handler.py`` registers a full handler for a custom module.
+family is one module here holding its role, its handler and ``add_routes(table)`` (the default table calls every
+such function: ``prelu.py`` is one), plus its tests; the recipe ``passes/custom_handler.py`` registers a full
+handler for a custom module into a table of one's own.
 """
 
 from __future__ import annotations

@@ -55,7 +55,6 @@ def add_aten_routes(table: HandlerTable) -> None:
     from .elementwise import Concat, Elementwise
     from .norm import LayerNorm, PerChannel
     from .pointwise import Pointwise
-    from .prelu import PReLU
     from .shape import Flatten, Permute, Reduce
     from .split import Slice, SliceArguments, Split
     from .structural import Metadata
@@ -65,7 +64,6 @@ def add_aten_routes(table: HandlerTable) -> None:
     table.add(Weighted, [aten.linear.default], LINEAR)
     table.add(PerChannel, [aten.batch_norm.default], BATCH_NORM)
     table.add(LayerNorm, [aten.layer_norm.default])
-    table.add(PReLU, [aten.prelu.default])
     table.add(Pointwise, KEEPS_ZERO, True)
     table.add(Pointwise, ZERO_TO_NONZERO, False)
     for target, operation in ELEMENTWISE.items():

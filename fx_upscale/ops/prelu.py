@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from .base import Carry, Context, Masking, Mismatch, OpHandler, RewriteContext, Updates, arg, data_name, is_get_attr
@@ -18,6 +20,7 @@ from .structural import Unknown
 
 if TYPE_CHECKING:
     from ..channels import ChannelWalk
+    from .table import HandlerTable
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,3 +72,9 @@ class PReLUHandler(OpHandler[PReLU]):
         if isinstance(module, nn.PReLU) and module.num_parameters != module.weight.numel():
             return [Mismatch("num_parameters", module.num_parameters, module.weight.numel())]
         return []
+
+
+def add_routes(table: HandlerTable) -> None:
+    """The module, the function and the aten overload (``torch.export``'s graphs) go to one handler."""
+    table.add_handler(PReLUHandler())
+    table.add(PReLU, (nn.PReLU, F.prelu, torch.prelu, torch.ops.aten.prelu.default))

@@ -12,7 +12,10 @@ Start reading at :meth:`HandlerTable.classify`.
 
 from __future__ import annotations
 
+import importlib
 import operator
+import os
+import pkgutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +39,6 @@ from .pointwise import (
     ZERO_TO_NONZERO_MODULES,
     PointwiseHandler,
 )
-from .prelu import PReLUHandler
 from .shape import (
     PERMUTE_FUNCTIONS,
     PERMUTE_METHODS,
@@ -94,6 +96,10 @@ class HandlerTable:
     def add_qualname(self, handler_role: type, qualname: str, data: Any = None) -> None:
         """Route a function known by its qualified name (``module.function``), without importing it."""
         self._qualnames[qualname] = Entry(self._by_role[handler_role], data)
+
+    def add_handler(self, handler: OpHandler[Any]) -> None:
+        """Make ``handler`` the owner of its role (route targets to it with :meth:`add`)."""
+        self._by_role[handler.role] = handler
 
     def register_handler(self, handler: OpHandler[Any], targets: Iterable[Any], data: Any = None) -> None:
         """Add a full handler for a new role and route ``targets`` to it; module types among them are traced as
@@ -234,7 +240,6 @@ def _build_default() -> HandlerTable:
     from .elementwise import Concat, Elementwise
     from .norm import LayerNorm, PerChannel
     from .pointwise import Pointwise
-    from .prelu import PReLU
     from .shape import Flatten, Permute, Reduce
     from .split import Slice, Split
     from .structural import Metadata
@@ -244,7 +249,7 @@ def _build_default() -> HandlerTable:
         SourceHandler(), GetAttrHandler(), MetadataHandler(), OutputHandler(), UnknownHandler(), WeightedHandler(),
         GroupedHandler(), PerChannelHandler(), LayerNormHandler(), PointwiseHandler(), ElementwiseHandler(),
         ConcatHandler(), SplitHandler(), SplitPieceHandler(), SliceHandler(), FlattenHandler(), ReshapeHandler(),
-        PermuteHandler(), ReduceHandler(), PReLUHandler(),
+        PermuteHandler(), ReduceHandler(),
     ])  # fmt: skip
     table.add(Weighted, CONV_MODULES + CONV_TRANSPOSE_MODULES + (nn.Linear,) + CONV_FUNCTIONS + (F.linear,))
     table.add(PerChannel, BATCHNORM_MODULES + (F.batch_norm,))
@@ -261,7 +266,6 @@ def _build_default() -> HandlerTable:
         for target, operation in routes.items():
             table.add(Elementwise, [target], operation)
     table.add(Concat, CONCAT_FUNCTIONS)
-    table.add(PReLU, (nn.PReLU, F.prelu, torch.prelu))
     table.add(Flatten, (nn.Flatten, torch.flatten, "flatten", "view", "reshape"))
     table.add(Permute, PERMUTE_FUNCTIONS + PERMUTE_METHODS)
     table.add(Reduce, REDUCE_FUNCTIONS + REDUCE_METHODS)
@@ -269,7 +273,23 @@ def _build_default() -> HandlerTable:
     table.add(Slice, (torch.narrow, "narrow", operator.getitem))
     table.add(Metadata, (getattr, "size", "dim", "numel"))
     add_aten_routes(table)
+    add_family_routes(table)
     return table
+
+
+def add_family_routes(table: HandlerTable) -> None:
+    """Let every family module of this package that defines ``add_routes(table)`` add its handler and routes, in
+    module-name order: adding an op family is one module (its role, handler and routes) and its tests."""
+    package = __name__.rpartition(".")[0]
+    for info in sorted(pkgutil.iter_modules(_package_path()), key=lambda i: i.name):
+        module = importlib.import_module(f"{package}.{info.name}")
+        add_routes = getattr(module, "add_routes", None)
+        if callable(add_routes):
+            add_routes(table)
+
+
+def _package_path() -> list[str]:
+    return [os.path.dirname(__file__)]
 
 
 _DEFAULT = _build_default()
