@@ -61,6 +61,9 @@ from fx_upscale.ops import (
     Weighted,
     default_handlers,
 )
+from fx_upscale.ops.pad import Pad
+from fx_upscale.ops.pixel_shuffle import PixelShuffle
+from fx_upscale.ops.resize import Resize
 from fx_upscale.plan_types import ArgUpdate, ChannelPlan, ParamSlice
 
 # -- the tiny models ----------------------------------------------------------------------------------------------
@@ -298,6 +301,32 @@ MODELS: dict[str, Callable[[], Case]] = {
             conv2=conv(6, 4)),
         image(),
     ),
+    # resize, padding and pixel shuffle after conv1 (rows 1 and 3 masked; a shuffle's groups 4-7 masked)
+    "resize": lambda: Case(
+        Net(lambda s, x: s.conv2(F.interpolate(s.conv1(x), scale_factor=2, mode="bilinear")),
+            conv1=conv(3, 6, rows=(1, 3)), conv2=conv(6, 4, columns=(4,))),
+        image(),
+    ),
+    "pad": lambda: Case(
+        Net(lambda s, x: s.conv2(F.pad(s.conv1(x), (1, 1, 1, 1), mode="reflect")), conv1=conv(3, 6, rows=(1, 3)),
+            conv2=conv(6, 4)),
+        image(),
+    ),
+    "pad_constant": lambda: Case(
+        Net(lambda s, x: s.conv2(s.pad(s.conv1(x))), conv1=conv(3, 6, rows=(1, 3)), pad=nn.ConstantPad2d(1, 0.5),
+            conv2=conv(6, 4)),
+        image(),
+    ),
+    "pixel_shuffle": lambda: Case(
+        Net(lambda s, x: s.conv2(F.pixel_shuffle(s.conv1(x), 2)), conv1=conv(3, 8, rows=(4, 5, 6, 7)),
+            conv2=conv(2, 4)),
+        image(),
+    ),
+    "pixel_unshuffle": lambda: Case(
+        Net(lambda s, x: s.conv2(s.unshuffle(s.conv1(x))), conv1=conv(3, 2, rows=(1,)),
+            unshuffle=nn.PixelUnshuffle(2), conv2=conv(8, 4)),
+        image(),
+    ),
     "functional_prelu": lambda: Case(
         Net(lambda s, x: s.conv2(F.prelu(s.conv1(x), s.a)), conv1=conv(3, 6, rows=(1, 3)), a=param(6),
             conv2=conv(6, 4)),
@@ -517,6 +546,9 @@ NEEDS: dict[type, set[str]] = {
     Reshape: {"propagate"},
     Permute: {"propagate"},
     Reduce: {"propagate"},
+    Resize: {"propagate", "masking"},
+    Pad: {"propagate", "masking"},
+    PixelShuffle: {"propagate"},
 }
 # Roles no route produces: another handler's ``recognise`` returns them (getitem of a split, a grouped conv, a
 # view that is not a flatten), so their handlers recognise nothing themselves.

@@ -5,7 +5,9 @@
 - the families: ``weighted.py`` (conv, linear, grouped conv), ``norm.py`` (BatchNorm, depthwise conv, registered
   per-channel modules, LayerNorm), ``pointwise.py``, ``prelu.py``, ``elementwise.py`` (add/sub/mul/div, cat),
   ``split.py`` (split, chunk, narrow, slicing), ``shape.py`` (flatten, reshape, permute, reductions),
-  ``structural.py`` (graph inputs and output, attributes, shape queries, barriers).
+  ``structural.py`` (graph inputs and output, attributes, shape queries, barriers); ``resize.py`` (interpolate,
+  upsample), ``pad.py`` (F.pad and padding modules), ``pixel_shuffle.py`` (pixel shuffle and unshuffle);
+  ``aten.py`` routes ``torch.export``'s aten overloads to the same handlers.
 
 The channel rule (``propagate``) is written against :class:`fx_upscale.channels.ChannelWalk`. Adding an op
 family is one module here holding its role, its handler and ``add_routes(table)`` (the default table calls every
@@ -32,8 +34,11 @@ from .base import (
 )
 from .elementwise import Concat, Elementwise, Operation
 from .norm import LayerNorm, PerChannel, PerChannelKind
+from .pad import Pad
+from .pixel_shuffle import PixelShuffle
 from .pointwise import Pointwise
 from .prelu import PReLU
+from .resize import Resize
 from .shape import Flatten, Permute, Reduce, Reshape
 from .split import Slice, Split, SplitPiece
 from .structural import GetAttr, Metadata, Output, Source, Unknown
@@ -60,9 +65,12 @@ __all__ = [
     "PerChannelKind",
     "Permute",
     "PReLU",
+    "Pad",
+    "PixelShuffle",
     "Pointwise",
     "Reduce",
     "Reshape",
+    "Resize",
     "RewriteContext",
     "Slice",
     "Source",
