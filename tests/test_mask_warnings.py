@@ -14,13 +14,14 @@ import fx_upscale
 X = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 
 
-class InstanceNormNet(nn.Module):
-    """InstanceNorm everywhere: no handler maps it, so no conv may be masked."""
+class LocalResponseNormNet(nn.Module):
+    """LocalResponseNorm (which mixes neighbouring channels) after every conv: no handler maps it, so no conv may be
+    masked."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.c1, self.n1 = nn.Conv2d(3, 8, 3), nn.InstanceNorm2d(8, affine=True)
-        self.c2, self.n2 = nn.Conv2d(8, 8, 3), nn.InstanceNorm2d(8)
+        self.c1, self.n1 = nn.Conv2d(3, 8, 3), nn.LocalResponseNorm(3)
+        self.c2, self.n2 = nn.Conv2d(8, 8, 3), nn.LocalResponseNorm(3)
         self.c3 = nn.Conv2d(8, 4, 1)
 
     def forward(self, x):
@@ -40,8 +41,8 @@ class HalfBlocked(nn.Module):
 
 
 def test_a_model_where_an_unmapped_op_blocks_every_layer_warns_and_names_it() -> None:
-    with pytest.warns(fx_upscale.MaskWarning, match=r"mask\(\) chose no channel because .*InstanceNorm2d") as caught:
-        spec = fx_upscale.mask(InstanceNormNet().eval(), X, amount=0.3, side="both")
+    with pytest.warns(fx_upscale.MaskWarning, match=r"mask\(\) chose no channel because .*LocalResponseNorm") as caught:
+        spec = fx_upscale.mask(LocalResponseNormNet().eval(), X, amount=0.3, side="both")
     assert spec.is_empty()
     [warning] = [w.message for w in caught if isinstance(w.message, fx_upscale.MaskWarning)]
     assert set(warning.blocked) == {
@@ -50,7 +51,7 @@ def test_a_model_where_an_unmapped_op_blocks_every_layer_warns_and_names_it() ->
         "c2.weight (output)",
         "c3.weight (input)",
     }
-    assert all("no handler for module type InstanceNorm2d" in why for why in warning.blocked.values())
+    assert all("no handler for module type LocalResponseNorm" in why for why in warning.blocked.values())
 
 
 def test_layers_left_unmasked_are_named_beside_those_masked() -> None:
