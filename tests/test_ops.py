@@ -61,6 +61,8 @@ from fx_upscale.ops import (
     Weighted,
     default_handlers,
 )
+from fx_upscale.ops.group_norm import GroupNorm
+from fx_upscale.ops.instance_norm import InstanceNorm
 from fx_upscale.ops.pad import Pad
 from fx_upscale.ops.pixel_shuffle import PixelShuffle
 from fx_upscale.ops.resize import Resize
@@ -327,6 +329,17 @@ MODELS: dict[str, Callable[[], Case]] = {
             unshuffle=nn.PixelUnshuffle(2), conv2=conv(8, 4)),
         image(),
     ),
+    # InstanceNorm and GroupNorm (one channel per group, and two) after conv1 (rows 1 and 3 masked)
+    "instance_norm": lambda: Case(
+        Net(lambda s, x: s.conv2(s.norm(s.conv1(x))), conv1=conv(3, 6, rows=(1, 3)),
+            norm=nn.InstanceNorm2d(6, affine=True), conv2=conv(6, 4)),
+        image(),
+    ),
+    "group_norm": lambda: Case(
+        Net(lambda s, x: s.conv2(s.norm(s.conv1(x))), conv1=conv(3, 6, rows=(1, 3)), norm=nn.GroupNorm(3, 6),
+            conv2=conv(6, 4)),
+        image(),
+    ),
     "functional_prelu": lambda: Case(
         Net(lambda s, x: s.conv2(F.prelu(s.conv1(x), s.a)), conv1=conv(3, 6, rows=(1, 3)), a=param(6),
             conv2=conv(6, 4)),
@@ -549,6 +562,8 @@ NEEDS: dict[type, set[str]] = {
     Resize: {"propagate", "masking"},
     Pad: {"propagate", "masking"},
     PixelShuffle: {"propagate"},
+    InstanceNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
+    GroupNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
 }
 # Roles no route produces: another handler's ``recognise`` returns them (getitem of a split, a grouped conv, a
 # view that is not a flatten), so their handlers recognise nothing themselves.

@@ -6,7 +6,8 @@
   per-channel modules, LayerNorm), ``pointwise.py``, ``prelu.py``, ``elementwise.py`` (add/sub/mul/div, cat),
   ``split.py`` (split, chunk, narrow, slicing), ``shape.py`` (flatten, reshape, permute, reductions),
   ``structural.py`` (graph inputs and output, attributes, shape queries, barriers); ``resize.py`` (interpolate,
-  upsample), ``pad.py`` (F.pad and padding modules), ``pixel_shuffle.py`` (pixel shuffle and unshuffle);
+  upsample), ``pad.py`` (F.pad and padding modules), ``pixel_shuffle.py`` (pixel shuffle and unshuffle),
+  ``instance_norm.py``, ``group_norm.py`` (whole groups with ``GroupNormHandler(whole_groups=True)``);
   ``aten.py`` routes ``torch.export``'s aten overloads to the same handlers.
 
 The channel rule (``propagate``) is written against :class:`fx_upscale.channels.ChannelWalk`. Adding an op
@@ -33,6 +34,8 @@ from .base import (
     shape,
 )
 from .elementwise import Concat, Elementwise, Operation
+from .group_norm import GroupNorm
+from .instance_norm import InstanceNorm
 from .norm import LayerNorm, PerChannel, PerChannelKind
 from .pad import Pad
 from .pixel_shuffle import PixelShuffle
@@ -53,7 +56,9 @@ __all__ = [
     "Flatten",
     "GetAttr",
     "Grouped",
+    "GroupNorm",
     "HandlerTable",
+    "InstanceNorm",
     "LayerNorm",
     "Masking",
     "Metadata",
