@@ -1,0 +1,123 @@
+"""torchvision's ``FrozenBatchNorm2d``: a per-channel affine map held in four buffers.
+
+``torchvision.ops.misc.FrozenBatchNorm2d`` (the norm of torchvision's pretrained detection backbones) computes
+``x * scale + shift`` with ``scale = weight * (running_var + eps).rsqrt()`` and
+``shift = bias - running_mean * scale``, where ``weight``, ``bias``, ``running_mean`` and ``running_var`` are buffers
+with one entry per channel (axis 1). Channel ``c`` of its input becomes channel ``c`` of its output; the four
+buffers are resliced with the channels. Output channel ``c`` is zero where ``shift[c] == 0`` and the input channel
+is zero, or where ``scale[c] == 0`` and ``shift[c] == 0`` whatever the input.
+
+- ``symbolic_trace``: the module is traced as a leaf (the route registers it), so one ``call_module`` node holds
+  it, and :class:`FrozenBatchNormHandler` owns it.
+- ``torch.export``: its aten graph computes ``scale`` and ``shift`` from ``get_attr`` buffers on every call;
+  :func:`fx_upscale.folding.fold_constant_subgraphs` folds them into two buffers, which the elementwise handler ties
+  to the channels (``mul``, ``add``) and the reorder pass reslices: no handler of this module is involved.
+
+``mask()`` does not carry an output mask through it: its tensors are buffers, which a :class:`~fx_upscale.PruneSpec`
+does not name, so a masked filter before it becomes ``shift[c]`` after it and stays (exactly). torchvision is
+optional: without it, :func:`add_routes` adds nothing.
+
+Start reading at :class:`FrozenBatchNormHandler`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .base import Context, Masking, Mismatch, OpHandler, RewriteContext, Updates, axis_size, data_name
+from .structural import Unknown
+
+if TYPE_CHECKING:
+    from ..channels import ChannelWalk
+    from .table import HandlerTable
+
+BUFFERS = ("weight", "bias", "running_mean", "running_var")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrozenBatchNorm:
+    """One ``FrozenBatchNorm2d`` call: its input (channels on axis 1) and its module's qualified name."""
+
+    data: str
+    module: str
+
+    @property
+    def buffers(self) -> tuple[str, ...]:
+        """Qualified names of its per-channel buffers (weight, bias, running_mean, running_var)."""
+        return tuple(f"{self.module}.{name}" for name in BUFFERS)
+
+
+class FrozenBatchNormHandler(OpHandler[FrozenBatchNorm]):
+    role = FrozenBatchNorm
+
+    def recognise(self, node: fx.Node, context: Context, data: Any) -> FrozenBatchNorm | Unknown:
+        source = data_name(node)
+        if source is None:
+            return Unknown("FrozenBatchNorm2d of something other than a tensor")
+        return FrozenBatchNorm(data=source, module=str(node.target))
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: FrozenBatchNorm) -> bool:
+        source = walk.layout_on(role.data, 1)
+        if source is None or source.repeat != 1:
+            return False
+        weight, bias, mean, var = (walk.tensor(name) for name in role.buffers)
+        if any(t.dim() != 1 or t.shape[0] != len(source.ids) for t in (weight, bias, mean, var)):
+            return False
+        eps = getattr(walk.gm.get_submodule(role.module), "eps", 1e-5)
+        scale, shift = affine(weight, bias, mean, var, eps)
+        keeps_zero = shift.eq(0)
+        zeros_in = torch.tensor(walk.zeros[role.data], dtype=torch.bool)
+        walk.set_output(node, source, tuple((keeps_zero & (zeros_in | scale.eq(0))).tolist()))
+        return True
+
+    def rewrite(self, name: str, role: FrozenBatchNorm, context: RewriteContext, updates: Updates) -> None:
+        rows = context.physical.get(name)
+        if rows is None:
+            return
+        for buffer in role.buffers:
+            updates.keep(buffer, 0, rows, context.size(name))
+
+    def masking(self, role: FrozenBatchNorm) -> Masking:
+        return Masking(ranks_after=True)  # HRank ranks a producer's channels after the norm, as after BatchNorm
+
+    def invariant(self, module: nn.Module) -> list[Mismatch]:
+        """Its four buffers hold one entry per channel each: as many as its weight."""
+        module_type = frozen_batch_norm_type()
+        if module_type is None or not isinstance(module, module_type):
+            return []
+        count = axis_size(module.get_buffer("weight"), 0)
+        sizes = {name: axis_size(module.get_buffer(name), 0) for name in BUFFERS[1:]}
+        return [Mismatch(f"{name}.shape[0]", size, count) for name, size in sizes.items() if size != count]
+
+
+def affine(
+    weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` as ``FrozenBatchNorm2d.forward`` computes them (one entry per channel)."""
+    scale = weight * (var + eps).rsqrt()
+    return scale, bias - mean * scale
+
+
+def frozen_batch_norm_type() -> type[nn.Module] | None:
+    """``torchvision.ops.misc.FrozenBatchNorm2d``, or ``None`` without torchvision."""
+    try:
+        misc = importlib.import_module("torchvision.ops.misc")
+    except ImportError:
+        return None
+    found = getattr(misc, "FrozenBatchNorm2d", None)
+    return found if isinstance(found, type) and issubclass(found, nn.Module) else None
+
+
+def add_routes(table: HandlerTable) -> None:
+    """Add the handler, and route ``FrozenBatchNorm2d`` (traced as a leaf) to it if torchvision is installed."""
+    handler = FrozenBatchNormHandler()
+    table.add_handler(handler)
+    module_type = frozen_batch_norm_type()
+    if module_type is not None:
+        table.register_handler(handler, [module_type])
