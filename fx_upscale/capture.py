@@ -23,6 +23,7 @@ import torch.fx as fx
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from .capture_hints import export_failure
 from .errors import TracingError
 
 Capture = Literal["auto", "symbolic_trace", "torch.export"]
@@ -73,10 +74,7 @@ def export_graph(model: nn.Module, inputs: tuple[Any, ...]) -> fx.GraphModule:
     try:
         program = torch.export.export(model.eval(), inputs)
     except Exception as error:  # torch.export raises many kinds of errors; all mean "cannot capture"
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise TracingError(
-            f"torch.export.export could not capture {type(model).__name__}: {type(error).__name__}: {first}"
-        ) from error
+        raise TracingError(export_failure(model, error)) from error
     return module_of(program)
 
 

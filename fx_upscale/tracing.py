@@ -21,7 +21,9 @@ from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
 from .capture import CapturedGraph, allow_mode_changes, capture_graph, check_capture
+from .capture_hints import detection_hint
 from .errors import TracingError, describe_node
+from .folding import fold_constant_subgraphs
 from .ops import HandlerTable, default_handlers
 
 
@@ -88,6 +90,8 @@ def capture_model(
     table = handlers or default_handlers()
     captured = capture_graph(private, example_inputs, how, lambda m: _symbolic_trace(m, leaf_modules, table))
     gm = captured.graph_module
+    if captured.capture == "torch.export" or _mode_is_fixed(gm):
+        fold_constant_subgraphs(gm)  # attribute-only subgraphs (FrozenBatchNorm2d's scale and shift) to buffers
     gm.eval()
     if gm.graph.eliminate_dead_code():
         gm.recompile()
@@ -132,6 +136,7 @@ def _symbolic_trace(model: nn.Module, leaf_modules: Iterable[str], handlers: Han
             f"torch.fx.symbolic_trace could not trace {type(model).__name__}: {type(error).__name__}: {error}. "
             "Data-dependent control flow cannot be traced; pass leaf_modules=[...] naming the submodules that "
             "contain it (their channels are then kept), or trace the model yourself and pass the GraphModule"
+            f"{detection_hint(model)}"
         ) from error
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 

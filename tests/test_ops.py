@@ -24,6 +24,7 @@ import pytest
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
+import torchvision
 from support import max_abs_diff
 from torch import nn
 
@@ -61,6 +62,7 @@ from fx_upscale.ops import (
     Weighted,
     default_handlers,
 )
+from fx_upscale.ops.frozen_batch_norm import FrozenBatchNorm
 from fx_upscale.ops.group_norm import GroupNorm
 from fx_upscale.ops.instance_norm import InstanceNorm
 from fx_upscale.ops.pad import Pad
@@ -340,6 +342,12 @@ MODELS: dict[str, Callable[[], Case]] = {
             conv2=conv(6, 4)),
         image(),
     ),
+    # torchvision's FrozenBatchNorm2d (what pretrained detection builders use) after conv1
+    "frozen_batch_norm": lambda: Case(
+        Net(lambda s, x: s.conv2(s.norm(s.conv1(x))), conv1=conv(3, 6, rows=(1, 3)),
+            norm=torchvision.ops.misc.FrozenBatchNorm2d(6), conv2=conv(6, 4)),
+        image(),
+    ),
     "functional_prelu": lambda: Case(
         Net(lambda s, x: s.conv2(F.prelu(s.conv1(x), s.a)), conv1=conv(3, 6, rows=(1, 3)), a=param(6),
             conv2=conv(6, 4)),
@@ -564,6 +572,7 @@ NEEDS: dict[type, set[str]] = {
     PixelShuffle: {"propagate"},
     InstanceNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
     GroupNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
+    FrozenBatchNorm: {"propagate", "rewrite", "masking", "invariant"},
 }
 # Roles no route produces: another handler's ``recognise`` returns them (getitem of a split, a grouped conv, a
 # view that is not a flatten), so their handlers recognise nothing themselves.
