@@ -7,7 +7,8 @@
   ``split.py`` (split, chunk, narrow, slicing), ``shape.py`` (flatten, reshape, permute, reductions),
   ``structural.py`` (graph inputs and output, attributes, shape queries, barriers); ``resize.py`` (interpolate,
   upsample), ``pad.py`` (F.pad and padding modules), ``pixel_shuffle.py`` (pixel shuffle and unshuffle),
-  ``instance_norm.py``, ``group_norm.py`` (whole groups with ``GroupNormHandler(whole_groups=True)``);
+  ``instance_norm.py``, ``group_norm.py`` (whole groups with ``GroupNormHandler(whole_groups=True)``),
+  ``frozen_batch_norm.py`` (torchvision's FrozenBatchNorm2d);
   ``aten.py`` routes ``torch.export``'s aten overloads to the same handlers.
 
 The channel rule (``propagate``) is written against :class:`fx_upscale.channels.ChannelWalk`. Adding an op
@@ -34,6 +35,7 @@ from .base import (
     shape,
 )
 from .elementwise import Concat, Elementwise, Operation
+from .frozen_batch_norm import FrozenBatchNorm
 from .group_norm import GroupNorm
 from .instance_norm import InstanceNorm
 from .norm import LayerNorm, PerChannel, PerChannelKind
@@ -54,6 +56,7 @@ __all__ = [
     "Context",
     "Elementwise",
     "Flatten",
+    "FrozenBatchNorm",
     "GetAttr",
     "Grouped",
     "GroupNorm",
