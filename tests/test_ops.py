@@ -585,7 +585,7 @@ ASPECTS = ("recognise", "propagate", "rewrite", "masking", "output_weight", "cre
 
 def routed_handlers(table: HandlerTable) -> set[type]:
     """Role types of the handlers some target of ``table`` is routed to (structural node kinds included)."""
-    routes = [table._modules, table._functions, table._methods, table._qualnames]
+    routes = [table._modules, table._functions, table._methods, table._qualnames, table._module_qualnames]
     return {entry.handler.role for route in routes for entry in route.values()} | {Source, Output, GetAttr}
 
 

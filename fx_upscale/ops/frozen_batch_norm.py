@@ -22,7 +22,6 @@ Start reading at :class:`FrozenBatchNormHandler`.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,8 +87,7 @@ class FrozenBatchNormHandler(OpHandler[FrozenBatchNorm]):
 
     def invariant(self, module: nn.Module) -> list[Mismatch]:
         """Its four buffers hold one entry per channel each: as many as its weight."""
-        module_type = frozen_batch_norm_type()
-        if module_type is None or not isinstance(module, module_type):
+        if not is_frozen_batch_norm(module):
             return []
         count = axis_size(module.get_buffer("weight"), 0)
         sizes = {name: axis_size(module.get_buffer(name), 0) for name in BUFFERS[1:]}
@@ -104,20 +102,15 @@ def affine(
     return scale, bias - mean * scale
 
 
-def frozen_batch_norm_type() -> type[nn.Module] | None:
-    """``torchvision.ops.misc.FrozenBatchNorm2d``, or ``None`` without torchvision."""
-    try:
-        misc = importlib.import_module("torchvision.ops.misc")
-    except ImportError:
-        return None
-    found = getattr(misc, "FrozenBatchNorm2d", None)
-    return found if isinstance(found, type) and issubclass(found, nn.Module) else None
+QUALNAME = "torchvision.ops.misc.FrozenBatchNorm2d"
+
+
+def is_frozen_batch_norm(module: nn.Module) -> bool:
+    """Whether ``module`` is torchvision's FrozenBatchNorm2d, known by name: fx_upscale never imports torchvision."""
+    return any(f"{t.__module__}.{t.__qualname__}" == QUALNAME for t in type(module).__mro__)
 
 
 def add_routes(table: HandlerTable) -> None:
-    """Add the handler, and route ``FrozenBatchNorm2d`` (traced as a leaf) to it if torchvision is installed."""
-    handler = FrozenBatchNormHandler()
-    table.add_handler(handler)
-    module_type = frozen_batch_norm_type()
-    if module_type is not None:
-        table.register_handler(handler, [module_type])
+    """Add the handler, and route ``FrozenBatchNorm2d`` (traced as a leaf) to it by its qualified name."""
+    table.add_handler(FrozenBatchNormHandler())
+    table.add_module_qualname(FrozenBatchNorm, QUALNAME, leaf=True)

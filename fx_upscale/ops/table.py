@@ -78,7 +78,8 @@ class HandlerTable:
         self._functions: dict[Any, Entry] = {}
         self._methods: dict[str, Entry] = {}
         self._qualnames: dict[str, Entry] = {}
-        self._registered_modules: set[type] = set()  # traced as leaves
+        self._module_qualnames: dict[str, Entry] = {}  # module types known by name (no optional import)
+        self._registered_modules: set[type | str] = set()  # traced as leaves: types, or qualified type names
 
     # -- building ------------------------------------------------------------------------------------------------
 
@@ -96,6 +97,13 @@ class HandlerTable:
     def add_qualname(self, handler_role: type, qualname: str, data: Any = None) -> None:
         """Route a function known by its qualified name (``module.function``), without importing it."""
         self._qualnames[qualname] = Entry(self._by_role[handler_role], data)
+
+    def add_module_qualname(self, handler_role: type, qualname: str, data: Any = None, *, leaf: bool = False) -> None:
+        """Route a module type known by its qualified name (``package.module.Class``), without importing it; with
+        ``leaf``, symbolic tracing keeps its calls whole."""
+        self._module_qualnames[qualname] = Entry(self._by_role[handler_role], data)
+        if leaf:
+            self._registered_modules.add(qualname)
 
     def add_handler(self, handler: OpHandler[Any]) -> None:
         """Make ``handler`` the owner of its role (route targets to it with :meth:`add`)."""
@@ -154,6 +162,7 @@ class HandlerTable:
         table = HandlerTable(self._by_role.values())
         table._modules, table._functions = dict(self._modules), dict(self._functions)
         table._methods, table._qualnames = dict(self._methods), dict(self._qualnames)
+        table._module_qualnames = dict(self._module_qualnames)
         table._registered_modules = set(self._registered_modules)
         return table
 
@@ -174,7 +183,7 @@ class HandlerTable:
 
     def is_leaf(self, module: nn.Module) -> bool:
         """Whether ``module``'s type was registered (the tracer keeps such modules whole)."""
-        return type(module) in self._registered_modules
+        return type(module) in self._registered_modules or _qualname(type(module)) in self._registered_modules
 
     def classify(self, node: fx.Node, context: Context) -> Any:
         """The role of ``node``: an ``Unknown`` naming why when no handler maps it."""
@@ -207,6 +216,9 @@ class HandlerTable:
             return Unknown(f"node {reader!r} also reads the tensors of module {node.target!r} (get_attr)")
         entry = next((self._modules[t] for t in type(module).__mro__ if t in self._modules), None)
         if entry is None:
+            mro_names = (_qualname(t) for t in type(module).__mro__)
+            entry = next((self._module_qualnames[n] for n in mro_names if n in self._module_qualnames), None)
+        if entry is None:
             return Unknown(f"no handler for module type {type(module).__name__}")
         one_input = isinstance(node.args[0] if node.args else None, fx.Node) and len(node.all_input_nodes) == 1
         if not one_input and entry.handler.role is not _metadata_role():
@@ -219,6 +231,10 @@ def _other_reader(call: fx.Node) -> str | None:
     what that node reads."""
     prefix = f"{call.target}."
     return next((n.name for n in call.graph.nodes if n.op == "get_attr" and str(n.target).startswith(prefix)), None)
+
+
+def _qualname(module_type: type) -> str:
+    return f"{module_type.__module__}.{module_type.__qualname__}"
 
 
 def _metadata_role() -> type:
