@@ -169,6 +169,12 @@ def shape(node: Any) -> tuple[int, ...]:
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
 
 
+def tensor_name(module: nn.Module, name: str, attr: str) -> str | None:
+    """The qualified name ``name.attr`` of a module's tensor attribute, or ``None`` if the module has none (a
+    BatchNorm without affine parameters)."""
+    return f"{name}.{attr}" if getattr(module, attr, None) is not None else None
+
+
 def is_tensor(node: fx.Node) -> bool:
     meta = node.meta.get("tensor_meta")
     return meta is not None and hasattr(meta, "shape")

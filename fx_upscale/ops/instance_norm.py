@@ -36,6 +36,7 @@ from .base import (
     is_get_attr,
     owner_module,
     shape,
+    tensor_name,
 )
 from .structural import Unknown
 
@@ -112,7 +113,7 @@ class InstanceNormHandler(OpHandler[InstanceNorm]):
             return Unknown("InstanceNorm tracking running statistics without any")
         tracked = module.running_mean is not None and module.running_var is not None
         return InstanceNorm(
-            data=source, weight=_named(module, name, "weight"), bias=_named(module, name, "bias"),
+            data=source, weight=tensor_name(module, name, "weight"), bias=tensor_name(module, name, "bias"),
             running_mean=f"{name}.running_mean" if tracked else None,
             running_var=f"{name}.running_var" if tracked else None, use_input_stats=use_input_stats, module=name,
         )  # fmt: skip
@@ -161,10 +162,6 @@ class InstanceNormHandler(OpHandler[InstanceNorm]):
             return []
         sizes = [axis_size(t, 0) for t in (module.weight, module.running_mean) if t is not None]
         return implied_mismatches(module, {"num_features": sizes[0] if sizes else None})
-
-
-def _named(module: nn.Module, name: str, attr: str) -> str | None:
-    return f"{name}.{attr}" if getattr(module, attr, None) is not None else None
 
 
 def _functional_instance_norm(node: fx.Node, source: str, arguments: InstanceNormArguments) -> InstanceNorm | Unknown:

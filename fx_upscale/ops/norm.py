@@ -33,6 +33,7 @@ from .base import (
     is_get_attr,
     owner_module,
     shape,
+    tensor_name,
 )
 from .structural import Unknown
 
@@ -128,8 +129,8 @@ class PerChannelHandler(OpHandler[PerChannel]):
         if not module.track_running_stats or module.running_mean is None:
             return Unknown("BatchNorm without running statistics normalizes with batch statistics")
         return PerChannel(
-            data=source, kind=PerChannelKind.BATCHNORM, weight=_named(module, name, "weight"),
-            bias=_named(module, name, "bias"), module=name, count_attrs=("num_features",),
+            data=source, kind=PerChannelKind.BATCHNORM, weight=tensor_name(module, name, "weight"),
+            bias=tensor_name(module, name, "bias"), module=name, count_attrs=("num_features",),
             running_mean=f"{name}.running_mean", running_var=f"{name}.running_var",
         )  # fmt: skip
 
@@ -181,10 +182,6 @@ class PerChannelHandler(OpHandler[PerChannel]):
         return implied_mismatches(module, {"num_features": sizes[0] if sizes else None})
 
 
-def _named(module: nn.Module, name: str, attr: str) -> str | None:
-    return f"{name}.{attr}" if getattr(module, attr, None) is not None else None
-
-
 def _functional_batch_norm(node: fx.Node, source: str, arguments: BatchNormArguments) -> PerChannel | Unknown:
     """A functional batch norm in inference mode with running statistics (``F.batch_norm``: how Dynamo's graphs
     hold BatchNorm; ``aten.batch_norm``: how ``torch.export``'s do)."""
@@ -219,7 +216,7 @@ class LayerNormHandler(OpHandler[LayerNorm]):
         assert isinstance(module, nn.LayerNorm)  # the table routes only nn.LayerNorm modules here
         if len(module.normalized_shape) != 1:
             return Unknown("LayerNorm over more than the last axis")
-        weight, bias = _named(module, name, "weight"), _named(module, name, "bias")
+        weight, bias = tensor_name(module, name, "weight"), tensor_name(module, name, "bias")
         return LayerNorm(data=source, weight=weight, bias=bias, module=name)
 
     def propagate(self, walk: ChannelWalk, node: fx.Node, role: LayerNorm) -> bool:
