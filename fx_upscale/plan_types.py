@@ -65,12 +65,15 @@ class AttrUpdate:
 
 @dataclass(frozen=True, kw_only=True)
 class ArgUpdate:
-    """Set argument ``index`` of node ``node`` (or its keyword ``keyword``, when passed by keyword) to ``value``."""
+    """Set argument ``index`` of node ``node`` (or its keyword ``keyword``, when passed by keyword) to ``value``,
+    and the node's target to ``target`` where one is given (an overload whose signature takes the new value:
+    ``aten.split.Tensor``'s int size becomes ``aten.split_with_sizes``'s list)."""
 
     node: str
     index: int
     keyword: str
     value: Any
+    target: Any = None
 
 
 @dataclass(frozen=True, kw_only=True)

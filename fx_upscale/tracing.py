@@ -160,7 +160,8 @@ def _check_input_count(gm: fx.GraphModule, example_inputs: tuple[Any, ...]) -> N
 
 class _ShapeRecorder(fx.Interpreter):
     """Runs the graph once, storing each tensor result's metadata in ``node.meta["tensor_meta"]`` (as
-    ``torch.fx.passes.shape_prop.ShapeProp`` does) and remembering the node that was running if one fails."""
+    ``torch.fx.passes.shape_prop.ShapeProp`` does), each integer or shape result (``x.size(1) // 2``,
+    ``x.shape``) in ``node.meta["traced_value"]``, and remembering the node that was running if one fails."""
 
     def __init__(self, gm: fx.GraphModule) -> None:
         super().__init__(gm)
@@ -182,8 +183,17 @@ class _ShapeRecorder(fx.Interpreter):
         meta = map_aggregate(result, extract)
         if found:
             n.meta["tensor_meta"] = meta
+        if _is_shape_value(result):
+            n.meta["traced_value"] = result
         n.meta["type"] = type(result)
         return result
+
+
+def _is_shape_value(value: Any) -> bool:
+    """An int (not a bool) or a tuple of them (``torch.Size``): shape arithmetic a bound may be computed by."""
+    if isinstance(value, tuple):
+        return all(_is_shape_value(v) for v in value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _propagate_shapes(gm: fx.GraphModule, example_inputs: tuple[Any, ...]) -> None:

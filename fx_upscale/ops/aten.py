@@ -43,7 +43,7 @@ ELEMENTWISE = {
     aten.sub_.Tensor: Operation.SUB, aten.mul.Tensor: Operation.MUL, aten.mul_.Tensor: Operation.MUL,
     aten.div.Tensor: Operation.DIV, aten.div_.Tensor: Operation.DIV,
 }  # fmt: skip
-SPLITS = {aten.chunk.default: "chunk", aten.split_with_sizes.default: "split"}
+SPLITS = {aten.chunk.default: "chunk", aten.split_with_sizes.default: "split", aten.split.Tensor: "split"}
 PERMUTES = {aten.permute.default: "permute", aten.transpose.int: "transpose", aten.swapaxes.default: "swapaxes"}
 REDUCES = (aten.mean.dim, aten.sum.dim_IntList, aten.amax.default)
 

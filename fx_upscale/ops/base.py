@@ -82,8 +82,8 @@ class Updates:
         if module is not None:
             self.attrs.append(AttrUpdate(module=module, attr=attr, value=value))
 
-    def arg(self, node: str, index: int, keyword: str, value: Any) -> None:
-        self.args.append(ArgUpdate(node=node, index=index, keyword=keyword, value=value))
+    def arg(self, node: str, index: int, keyword: str, value: Any, target: Any = None) -> None:
+        self.args.append(ArgUpdate(node=node, index=index, keyword=keyword, value=value, target=target))
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,14 @@ def arg(node: fx.Node, index: int, name: str, default: Any = None) -> Any:
     if len(node.args) > index:
         return node.args[index]
     return node.kwargs.get(name, default)
+
+
+def traced_int(value: Any) -> int | None:
+    """``value`` as an int: a constant, or a node computing one (shape arithmetic such as ``x.size(1) // 2``,
+    evaluated at the example inputs); ``None`` for anything else."""
+    if isinstance(value, fx.Node):
+        value = value.meta.get("traced_value")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def data_name(node: fx.Node) -> str | None:

@@ -5,7 +5,9 @@
 - :class:`Slice` one range of an axis.
 
 When channels are removed, split sizes and slice bounds are rewritten to count the kept channels of each range;
-``chunk`` pieces keep equal widths instead (the planner pads them), so ``chunk(n)`` still cuts them right.
+``chunk`` pieces keep equal widths instead (the planner pads them), so ``chunk(n)`` still cuts them right. Sizes and
+bounds computed in the graph from shapes (``x[:, : x.size(1) // 2]``) are read at their traced values
+(``ops.base.traced_int``) and, on the channel axis, rewritten to constants for the pruned widths.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 import torch.fx as fx
 
 from ..layouts import Layout
-from .base import Context, OpHandler, RewriteContext, Updates, arg, data_name, shape
+from .base import Context, OpHandler, RewriteContext, Updates, arg, data_name, shape, traced_int
 from .pointwise import Pointwise
 from .structural import Unknown
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 SPLIT_FUNCTIONS = (torch.split, torch.chunk)
 SPLIT_METHODS = ("split", "chunk")
-_ATEN_SPLITS = (torch.ops.aten.chunk.default, torch.ops.aten.split_with_sizes.default)
+_ATEN_SPLITS = (torch.ops.aten.chunk.default, torch.ops.aten.split_with_sizes.default, torch.ops.aten.split.Tensor)
 _SPLITS = {("call_function", f) for f in SPLIT_FUNCTIONS + _ATEN_SPLITS} | {("call_method", m) for m in SPLIT_METHODS}
 
 
@@ -77,19 +79,22 @@ class SplitHandler(OpHandler[Split]):
         if source is None or not axes:
             return Unknown(f"{kind} of a non-tensor")
         size = arg(node, 1, "chunks" if kind == "chunk" else "split_size_or_sections")
-        size = node.kwargs.get("split_size", size)
-        dim = arg(node, 2, "dim", 0) % len(axes)
-        length = axes[dim]
+        size, dim = node.kwargs.get("split_size", size), traced_int(arg(node, 2, "dim", 0))
+        if dim is None:
+            return Unknown(f"{kind} along an axis that is not a constant")
+        dim %= len(axes)
+        length, count = axes[dim], traced_int(size)
         if kind == "chunk":
-            if not isinstance(size, int) or length % size:
+            if count is None or length % count:
                 return Unknown(f"chunk into {size} pieces of an axis of {length}: not equal pieces")
-            return Split(data=source, dim=dim, sections=(length // size,) * size, chunks=True)
-        if isinstance(size, int):
-            sections = (size,) * (length // size) + ((length % size,) if length % size else ())
-        elif isinstance(size, (list, tuple)) and all(isinstance(s, int) for s in size):
-            sections = tuple(size)
+            return Split(data=source, dim=dim, sections=(length // count,) * count, chunks=True)
+        sizes = [traced_int(s) for s in size] if isinstance(size, (list, tuple)) else []
+        if count is not None and count > 0:
+            sections = (count,) * (length // count) + ((length % count,) if length % count else ())
+        elif sizes and all(s is not None for s in sizes):
+            sections = tuple(s for s in sizes if s is not None)
         else:
-            return Unknown(f"split with sizes that are not constants: {size}")
+            return Unknown(f"split with sizes that are neither constants nor shape arithmetic: {size}")
         return Split(data=source, dim=dim, sections=sections, chunks=False)
 
     def propagate(self, walk: ChannelWalk, node: fx.Node, role: Split) -> bool | None:
@@ -108,6 +113,9 @@ class SplitHandler(OpHandler[Split]):
         bounds = [sum(role.sections[:i]) for i in range(len(role.sections) + 1)]
         sizes = tuple(_count(kept, a, b) for a, b in zip(bounds, bounds[1:]))
         node = context.analysis.nodes[name]
+        if node.target is torch.ops.aten.split.Tensor:  # its size is one int: the pieces now differ
+            updates.arg(name, 1, "split_size", list(sizes), target=torch.ops.aten.split_with_sizes.default)
+            return
         updates.arg(name, 1, "split_size_or_sections" if node.op == "call_function" else "split_size", sizes)
 
 
@@ -139,9 +147,9 @@ class SliceHandler(OpHandler[Slice]):
         if data is SliceArguments.START_END:
             return _recognise_start_end(node)
         source, axes = data_name(node), shape(node.args[0])
-        dim, start, length = arg(node, 1, "dim"), arg(node, 2, "start"), arg(node, 3, "length")
-        if source is None or not axes or not all(isinstance(v, int) for v in (dim, start, length)):
-            return Unknown("narrow with arguments that are not constants")
+        dim, start, length = (traced_int(arg(node, i, key)) for i, key in enumerate(("dim", "start", "length"), 1))
+        if source is None or not axes or dim is None or start is None or length is None:
+            return Unknown("narrow with arguments that are neither constants nor shape arithmetic")
         dim %= len(axes)
         return Slice(data=source, dim=dim, start=start % axes[dim], length=length, getitem=False)
 
@@ -203,10 +211,21 @@ def _recognise_getitem(node: fx.Node) -> Any:
     index = index if isinstance(index, tuple) else (index,)
     if not axes or len(index) > len(axes) or not all(isinstance(i, slice) for i in index):
         return Unknown("indexing other than basic slices of a tensor")
-    ranges = [(dim, i.indices(axes[dim])) for dim, i in enumerate(index) if i != slice(None)]
+    resolved = [_traced_slice(i) for i in index if isinstance(i, slice)]  # every one is (checked above)
+    if None in resolved:
+        return Unknown("slicing with bounds that are neither constants nor shape arithmetic")
+    ranges = [(dim, i.indices(axes[dim])) for dim, i in enumerate(resolved) if i is not None and i != slice(None)]
     if len(ranges) > 1 or any(step != 1 for _, (_, _, step) in ranges):
         return Unknown("slicing of more than one axis, or with a step")
     if not ranges:
         return Pointwise(data=source.name, keeps_zero=True)
     dim, (start, stop, _) = ranges[0]
     return Slice(data=source.name, dim=dim, start=start, length=max(0, stop - start), getitem=True)
+
+
+def _traced_slice(index: slice) -> slice | None:
+    """``index`` with its bounds at their traced values (``None`` if one is neither a constant nor shape
+    arithmetic)."""
+    parts = [None if v is None else traced_int(v) for v in (index.start, index.stop, index.step)]
+    known = all(v is not None or p is None for v, p in zip(parts, (index.start, index.stop, index.step)))
+    return slice(*parts) if known else None

@@ -45,6 +45,8 @@ class ChannelReorderPass(PassBase):
         nodes = {node.name: node for node in graph_module.graph.nodes}
         for arg in self.plan.arg_updates:
             node = nodes[arg.node]
+            if arg.target is not None:
+                node.target = arg.target
             node.update_arg(arg.index, arg.value) if len(node.args) > arg.index else node.update_kwarg(
                 arg.keyword, arg.value
             )
