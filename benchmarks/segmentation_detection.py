@@ -32,17 +32,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import segdet_models  # noqa: E402
-from support import gathers_in_graph, max_abs_diff, outputs  # noqa: E402
+from exactness import CAPTURES, SIDES, first_line, side_mode_rows  # noqa: E402
 
 import fx_upscale  # noqa: E402
 from fx_upscale.tables import format_table  # noqa: E402
 
-CAPTURES = ("symbolic_trace", "torch.export")
-SIDES = ("input", "output")
-MODES = ("upscale", "baseline")
-AMOUNT = 0.3
-RTOL = 1e-8
 FIELDS = (
     "model", "part", "norm", "capture", "side", "mode", "input", "exact", "max_relative_diff", "params_before",
     "params_after", "params_kept", "gathers", "gathers_in_graph", "narrows", "export_seconds", "error",
@@ -57,35 +53,12 @@ def measure(name: str, norm: str, capture: str) -> list[dict]:
     try:
         model, x = segdet_models.build(name, norm)
         base["input"] = x.shape[-1]
-        for side in SIDES:
-            spec = fx_upscale.mask(model, x, amount=AMOUNT, side=side, capture=capture)
-            with torch.no_grad():
-                expected = spec.apply(model)(x)
-            scale = max(t.abs().max().item() for t in outputs(expected))
-            for mode in MODES:
-                rows.append(export_row(model, x, spec, expected, scale, {**base, "side": side, "mode": mode}))
+        rows += side_mode_rows(model, x, base)
     except Exception as error:  # recorded in the table, not hidden
         print(traceback.format_exc(), file=sys.stderr)
         rows.append({**base, "error": first_line(error)})
     gc.collect()
     return rows
-
-
-def export_row(model, x, spec, expected, scale: float, row: dict) -> dict:
-    start = time.perf_counter()
-    result = fx_upscale.export(model, x, spec=spec, mode=row["mode"], capture=row["capture"])
-    seconds = time.perf_counter() - start
-    report = result.report
-    with torch.no_grad():
-        relative = max_abs_diff(result.module(x), expected) / scale
-    in_graph = gathers_in_graph(result.module)
-    return {
-        **row, "exact": relative <= RTOL and in_graph == report.gathers and report.capture == row["capture"],
-        "max_relative_diff": f"{relative:.1e}", "params_before": report.params_before,
-        "params_after": report.params_after, "params_kept": f"{report.params_after / report.params_before:.3f}",
-        "gathers": report.gathers, "gathers_in_graph": in_graph, "narrows": report.narrows,
-        "export_seconds": round(seconds, 2), "error": "",
-    }  # fmt: skip
 
 
 def whole_model_row(name: str, capture: str) -> dict:
@@ -98,10 +71,6 @@ def whole_model_row(name: str, capture: str) -> dict:
         return {**row, "error": "no error: the whole model was captured"}
     except Exception as error:  # what it raises is what this row records
         return {**row, "error": first_line(error)}
-
-
-def first_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"[:1000]
 
 
 HEADERS = ("model", "part", "norm", "capture", "params", "input side: kept", "gathers upscale / baseline",

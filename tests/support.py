@@ -121,3 +121,21 @@ def count_calls(graph_module: fx.GraphModule, target) -> int:
 
 def gathers_in_graph(graph_module: fx.GraphModule) -> int:
     return count_calls(graph_module, torch.index_select)
+
+
+def checked_exports(model: nn.Module, x: torch.Tensor, capture: str, amount: float = 0.3):
+    """For each side (30% unconstrained L2 masks from ``fx_upscale.mask`` with ``capture``) and mode (upscale,
+    baseline): export, check that the export used ``capture``, computes what the masked model computes within 1e-8
+    of the output's scale, and holds exactly ``report.gathers`` gathers; yields ``(side, mode, result)`` for the
+    caller's own checks."""
+    for side in ("input", "output"):
+        spec = fx_upscale.mask(model, x, amount=amount, side=side, capture=capture)
+        with torch.no_grad():
+            expected = spec.apply(model)(x)
+        for mode in ("upscale", "baseline"):
+            result = fx_upscale.export(model, x, spec=spec, mode=mode, capture=capture)
+            where = f"side {side}, mode {mode}"
+            assert result.report.capture == capture, where
+            assert_relatively_exact(result.module, expected, x, rtol=1e-8)
+            assert gathers_in_graph(result.module) == result.report.gathers, where
+            yield side, mode, result

@@ -23,7 +23,7 @@ import pytest
 import segdet_models
 import torch
 import torch.nn.functional as F
-from support import assert_relatively_exact, gathers_in_graph
+from support import assert_relatively_exact, checked_exports
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -36,7 +36,6 @@ from fx_upscale.ops.frozen_batch_norm import FrozenBatchNorm, FrozenBatchNormHan
 
 CAPTURES = ("symbolic_trace", "torch.export")
 SIDES = ("input", "output")
-MODES = ("upscale", "baseline")
 FAST = ("lraspp_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn")
 FROZEN_OUTPUT_KEEPS_ALL = ("deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101")
 X = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -53,25 +52,18 @@ def model_cases() -> list:
 @pytest.mark.parametrize("name, norm, capture", model_cases())
 def test_model_exports_exactly_and_shrinks(name: str, norm: str, capture: str) -> None:
     model, x = segdet_models.build(name, norm)
+    reports = {}
+    for side, mode, result in checked_exports(model, x, capture):
+        where = f"side {side}, mode {mode}"
+        if norm == "frozen" and capture == "torch.export":  # every FrozenBatchNorm2d folded to a scale, a shift
+            assert torch.ops.aten.rsqrt.default not in {n.target for n in result.module.graph.nodes}, where
+        if norm == "frozen" and side == "output" and name in FROZEN_OUTPUT_KEEPS_ALL:
+            assert result.report.params_after == result.report.params_before, where
+        else:
+            assert result.report.params_after < result.report.params_before, where
+        reports[side, mode] = result.report
     for side in SIDES:
-        spec = fx_upscale.mask(model, x, amount=0.3, side=side, capture=capture)
-        with torch.no_grad():
-            expected = spec.apply(model)(x)
-        reports = {}
-        for mode in MODES:
-            result = fx_upscale.export(model, x, spec=spec, mode=mode, capture=capture)
-            where = f"side {side}, mode {mode}"
-            assert result.report.capture == capture, where
-            assert_relatively_exact(result.module, expected, x, rtol=1e-8)
-            assert gathers_in_graph(result.module) == result.report.gathers, where
-            if norm == "frozen" and capture == "torch.export":  # every FrozenBatchNorm2d folded to a scale, a shift
-                assert torch.ops.aten.rsqrt.default not in {n.target for n in result.module.graph.nodes}, where
-            if norm == "frozen" and side == "output" and name in FROZEN_OUTPUT_KEEPS_ALL:
-                assert result.report.params_after == result.report.params_before, where
-            else:
-                assert result.report.params_after < result.report.params_before, where
-            reports[mode] = result.report
-        assert reports["upscale"].gathers <= reports["baseline"].gathers, side
+        assert reports[side, "upscale"].gathers <= reports[side, "baseline"].gathers, side
 
 
 # -- FrozenBatchNorm2d -------------------------------------------------------------------------------------------
