@@ -1,17 +1,21 @@
-"""python -m benchmarks.accuracy: unconstrained versus constrained post-training pruning, on the exported models.
+"""python -m benchmarks.accuracy: unconstrained versus constrained post-training pruning under three protocols, with
+and without BatchNorm recalibration, beside Torch-Pruning.
 
 Trains (or loads from ``${XDG_CACHE_HOME:-~/.cache}/fx_upscale/accuracy/``) resnet18, mobilenet_v2, densenet121 and
 efficientnet_b0 on scikit-learn's digits, then for every heuristic, side, method and amount masks the trained model,
-exports it (mode upscale), checks that the export predicts what the masked model predicts, and evaluates it. Writes
-the points, the trained models and the gains as CSV, the plot as PNG, and prints the Markdown tables.
+exports it (mode upscale), checks that the export predicts what the masked model predicts (also with BatchNorm
+recalibrated), evaluates and times it; prunes the same models with Torch-Pruning at target parameter counts. Writes
+CSVs (points, models, training curves, gains, Torch-Pruning rows and table), a plot per protocol and the training
+curves as PNG, and prints the Markdown tables.
 
     python -m benchmarks.accuracy [--models ...] [--heuristics ...] [--sides ...] [--amounts ...] [--workers 2]
-                                  [--out benchmarks/results] [--plot docs/accuracy.png]
+                                  [--out benchmarks/results] [--plots docs] [--native-kernels]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -19,8 +23,8 @@ import torch
 
 from fx_upscale.tables import format_table
 
-from . import compare
-from .experiment import DIGITS, MODELS, TRAINING, run_experiment, write_csv
+from . import compare, depgraph, plots
+from .experiment import DIGITS, MODELS, TRAINING, Experiment, run_experiment, write_csv
 from .finetune import finetune_points
 from .sweep import AMOUNTS, HEURISTICS, SIDES, Setting
 
@@ -31,31 +35,59 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heuristics", nargs="+", default=list(HEURISTICS))
     parser.add_argument("--sides", nargs="+", default=list(SIDES))
     parser.add_argument("--amounts", nargs="+", type=float, default=list(AMOUNTS))
+    parser.add_argument("--tool-sparsities", nargs="*", type=float, default=list(depgraph.SPARSITIES))
     parser.add_argument("--workers", type=int, default=2, help="processes, one thread each")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--plots", type=Path, default=None, help="directory of the PNGs (default: --out)")
+    parser.add_argument("--native-kernels", action="store_true", help="train with this machine's fastest kernels")
     parser.add_argument("--finetune", default="resnet18", help="model whose exports are fine-tuned ('none': skip)")
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--finetune-amounts", nargs="+", type=float, default=[0.1, 0.2, 0.3])
-    parser.add_argument("--plot", type=Path, default=None, help="PNG path (default: <out>/accuracy.png)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    experiment = run_experiment(args.models, args.heuristics, args.sides, args.amounts, workers=args.workers)
-    stem = "accuracy"
-    write_csv(args.out / f"{stem}.csv", experiment.rows)
-    write_csv(args.out / f"{stem}-models.csv", experiment.models)
-    write_csv(args.out / f"{stem}-gains.csv", experiment.gains)
-    base = {info["model"]: info["accuracy"] for info in experiment.models}
-    plot = args.plot or args.out / f"{stem}.png"
-    compare.plot(experiment.rows, base, str(plot))
-    print_summary(experiment, plot)
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
+    experiment = run_experiment(
+        args.models,
+        args.heuristics,
+        args.sides,
+        args.amounts,
+        tool_sparsities=args.tool_sparsities,
+        portable=not args.native_kernels,
+        workers=args.workers,
+    )
+    write_results(experiment, args.out, args.plots or args.out)
+    print_summary(experiment)
     if args.finetune != "none":
-        start = time.perf_counter()
-        setting = Setting(DIGITS, {args.finetune: TRAINING[args.finetune]}, None)
-        rows = finetune_points(
-            args.finetune, "l2", "input", args.finetune_amounts, args.finetune_epochs, setting, args.workers
-        )
-        write_csv(args.out / "accuracy-finetune.csv", rows)
-        print_finetune(rows, base, time.perf_counter() - start)
+        finetune(args, experiment)
+    print(f"\nwhole command: {time.perf_counter() - start:.0f} s, load average {load_before:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after")  # fmt: skip
+
+
+def write_results(experiment: Experiment, out: Path, figures: Path) -> None:
+    write_csv(out / "accuracy.csv", experiment.rows)
+    write_csv(out / "accuracy-models.csv", [{k: v for k, v in m.items() if k != "history"} for m in experiment.models])
+    curves = [{"model": m["model"], **h} for m in experiment.models for h in m.get("history") or []]
+    if curves:
+        write_csv(out / "accuracy-training.csv", curves)
+    write_csv(out / "accuracy-gains.csv", experiment.gains)
+    figures.mkdir(parents=True, exist_ok=True)
+    for protocol in compare.PROTOCOLS:
+        plots.plot_protocol(experiment.rows, experiment.bases(), protocol, str(figures / f"accuracy-{protocol}.png"),
+                            experiment.tool)  # fmt: skip
+    if curves:
+        plots.plot_training(experiment.models, str(figures / "accuracy-training.png"))
+    if experiment.tool:
+        write_csv(out / "accuracy-torch-pruning.csv", experiment.tool)
+        write_csv(out / "accuracy-tools.csv", experiment.tool_table)
+
+
+def finetune(args: argparse.Namespace, experiment: Experiment) -> None:
+    start = time.perf_counter()
+    setting = Setting(DIGITS, {args.finetune: TRAINING[args.finetune]}, None)
+    rows = finetune_points(args.finetune, "l2", "input", args.finetune_amounts, args.finetune_epochs, setting,
+                           args.workers)  # fmt: skip
+    write_csv(args.out / "accuracy-finetune.csv", rows)
+    print_finetune(rows, experiment.bases()[False], time.perf_counter() - start)
 
 
 def print_finetune(rows: list[dict], base: dict[str, float], seconds: float) -> None:
@@ -74,36 +106,48 @@ def print_finetune(rows: list[dict], base: dict[str, float], seconds: float) -> 
 
 
 def models_markdown(models: list[dict]) -> str:
-    """The trained models: parameters, training recipe, test accuracy, training seconds and load."""
-    headers = ("model", "params", "epochs", "batch", "test accuracy", "training s", "load during training")
+    """The trained models: parameters, recipe, final training loss, test accuracy, training seconds and load."""
+    headers = ("model", "params", "epochs", "batch", "final loss (last 5 epochs: change)", "test accuracy",
+               "recalibrated", "training s", "load during training")  # fmt: skip
     rows = []
     for info in models:
-        seconds = f"{info.get('seconds', float('nan')):.0f}" + (" (cached)" if info["cached"] else "")
+        losses = [h["loss"] for h in info.get("history") or []] or [float("nan")]
+        change = (losses[-1] - losses[max(0, len(losses) - 6)]) / losses[-1]
+        seconds = f"{info.get('seconds', float('nan')):.0f}" + (" (cached)" if info.get("cached") else "")
         load = f"{info.get('load_before', float('nan')):.1f} / {info.get('load_after', float('nan')):.1f}"
         rows.append((info["model"], f"{info['params']:,}", info["epochs"], info["batch_size"],
-                     f"{info['accuracy']:.1%}", seconds, load))  # fmt: skip
+                     f"{losses[-1]:.4f} ({change:+.0%})", f"{info['accuracy']:.1%}",
+                     f"{info['recalibrated_accuracy']:.1%}", seconds, load))  # fmt: skip
     return format_table(rows, headers, markdown=True)
 
 
-def print_summary(experiment, plot: Path) -> None:
+def print_summary(experiment: Experiment) -> None:
     print("\ndigits: trained models (test accuracy, unpruned)\n")
     print(models_markdown(experiment.models))
-    print("\nGain of unconstrained over constrained (accuracy points, exported models, matched parameter counts;")
-    print(f"mean over the sparsities {', '.join(f'{level:.0%}' for level in compare.LEVELS)} both curves reach):\n")
-    print(compare.markdown(experiment.gains))
+    for name, protocol in compare.PROTOCOLS.items():
+        print(f"\nGain of unconstrained over constrained at {protocol.title} (accuracy points; "
+              "as measured / BatchNorm recalibrated):\n")  # fmt: skip
+        print(compare.markdown(experiment.gains, name))
+    if experiment.tool_table:
+        print("\nTorch-Pruning / fx_upscale constrained (l2, output) / fx_upscale upscale (l2, input), at the "
+              "Torch-Pruning export's parameter count:\n")  # fmt: skip
+        print(compare.tool_markdown(experiment.tool_table))
+    print_checks(experiment)
+
+
+def print_checks(experiment: Experiment) -> None:
     rows = experiment.rows
-    mismatches = sum(row["mismatches"] for row in rows)
-    mismatches64 = sum(row["mismatches_float64"] for row in rows)
-    print(
-        f"\nexported vs masked predictions over the test set, {len(rows)} points: {mismatches} differ in float32 "
-        f"({mismatches64} in float64); "
-        f"max |logit difference| {max(row['max_abs_logit_diff'] for row in rows):.2e}"
-    )
+    for prefix, label in (("", "as trained"), ("recalibrated_", "recalibrated")):
+        mismatches = sum(row[f"{prefix}mismatches"] for row in rows)
+        mismatches64 = sum(row[f"{prefix}mismatches_float64"] for row in rows)
+        largest = max(row[f"{prefix}max_abs_logit_diff"] for row in rows)
+        print(f"\nexported vs masked predictions ({label}), {len(rows)} points: {mismatches} differ in float32 "
+              f"({mismatches64} in float64); max |logit difference| {largest:.2e}")  # fmt: skip
     t = experiment.timings
     print(
         f"wall time: training {t['train_seconds']:.0f} s, pruning sweep {t['sweep_seconds']:.0f} s "
         f"({t['points']} points, {t['workers']} workers x 1 thread); load average {t['load_before']:.2f} before, "
-        f"{t['load_after']:.2f} after; plot {plot}"
+        f"{t['load_after']:.2f} after"
     )
 
 

@@ -1,12 +1,16 @@
 """The pruning sweep: for each model, heuristic, side, method and amount, mask, export, evaluate.
 
-One *point* is ``fx_upscale.mask(model, x, amount=..., heuristic=..., side=..., method=...)`` on the trained
-model, then ``fx_upscale.export(model, x, spec=spec, mode="upscale")``: the exported (physically pruned) module is
-evaluated on the test split in float32, and so is the masked model ``spec.apply(model)``; their predictions must
-agree (argmax over the test set; any disagreement is re-checked in float64 and reported). No fine-tuning.
-``sparsity = 1 - params_after / params_before`` of the export.
+One *point* (start at :func:`evaluate_point`) is ``fx_upscale.mask(model, x, amount=..., heuristic=..., side=...,
+method=...)`` on the trained model, then ``fx_upscale.export(model, x, spec=spec, mode="upscale")``: the exported
+(physically pruned) module is evaluated on the test split in float32, and so is the masked model
+``spec.apply(model)``; their predictions must agree (argmax over the test set; any disagreement is re-checked in
+float64 and reported). The same again with BatchNorm recalibrated (``fx_upscale.recalibrate_batchnorm`` of the
+masked model on 8 training batches of 32, then exported with the same spec): columns ``recalibrated_*``. No
+fine-tuning. ``sparsity = 1 - params_after / params_before`` of the export; its CPU latency (``timing``) beside the
+unpruned model's.
 
-:func:`run_points` spreads the points over worker processes (one thread each), the slowest model first.
+:func:`run_points` spreads the points over worker processes (one thread each), the slowest model first; it also
+runs the Torch-Pruning points (``depgraph``), which carry a ``tool`` instead of a heuristic.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from torch import nn
 
 import fx_upscale
 
+from . import depgraph
 from .data import DataConfig, Split, load_digits_split
+from .timing import BATCH, latency
 from .train import TrainConfig, build_model, checkpoint_path, predict
 
 HEURISTICS = ("l1", "l2", "lamp", "fpgm", "hrank")
@@ -34,6 +40,7 @@ METHODS = ("unconstrained", "constrained")
 # sparsity in the measured curves, so that every curve reaches 70%.
 AMOUNTS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.55)
 CALIBRATION_BATCHES = 2  # HRank: this many training batches of 32 images
+RECALIBRATION_BATCHES = 8  # BatchNorm recalibration: this many training batches of 32 images (no augmentation)
 
 
 @dataclass(frozen=True)
@@ -54,12 +61,13 @@ class Setting:
     directory: Path | None
 
 
-def calibration_batches(split: Split) -> list[torch.Tensor]:
-    return [split.train_x[32 * i : 32 * (i + 1)] for i in range(CALIBRATION_BATCHES)]
+def calibration_batches(split: Split, count: int = CALIBRATION_BATCHES) -> list[torch.Tensor]:
+    return [split.train_x[32 * i : 32 * (i + 1)] for i in range(count)]
 
 
 def evaluate_point(model: nn.Module, split: Split, point: Point) -> dict:
-    """Mask, export (mode upscale), evaluate the export and the masked model; one CSV row."""
+    """Mask, export (mode upscale), evaluate the export and the masked model, as they are and with BatchNorm
+    recalibrated; time the export; one CSV row."""
     x = split.test_x[:1]
     start = time.perf_counter()
     spec = fx_upscale.mask(
@@ -72,26 +80,39 @@ def evaluate_point(model: nn.Module, split: Split, point: Point) -> dict:
         calibration=calibration_batches(split) if point.heuristic == "hrank" else None,
     )
     result = fx_upscale.export(model, x, spec=spec, mode="upscale")
-    exported = result.module.to(memory_format=torch.channels_last)
-    masked = spec.apply(model).to(memory_format=torch.channels_last)
-    exported_logits, masked_logits = predict(exported, split.test_x), predict(masked, split.test_x)
-    predicted = exported_logits.argmax(1)
-    differ = predicted != masked_logits.argmax(1)
+    seconds = time.perf_counter() - start
+    masked = spec.apply(model)
+    recalibrated = fx_upscale.recalibrate_batchnorm(masked, calibration_batches(split, RECALIBRATION_BATCHES))
+    recalibrated_export = fx_upscale.export(recalibrated, x, spec=spec, mode="upscale").module
     report = result.report
     return {
         **asdict(point),
         "params_before": report.params_before,
         "params_after": report.params_after,
         "sparsity": round(1 - report.params_after / report.params_before, 6),
-        "accuracy": round(float((predicted == split.test_y).float().mean()), 6),
-        "masked_accuracy": round(float((masked_logits.argmax(1) == split.test_y).float().mean()), 6),
-        "mismatches": int(differ.sum()),
-        "mismatches_float64": mismatches_float64(exported, masked, split.test_x[differ]) if differ.any() else 0,
-        "max_abs_logit_diff": float((exported_logits - masked_logits).abs().max()),
+        **compare_predictions(result.module, masked, split, ""),
+        **compare_predictions(recalibrated_export, recalibrated, split, "recalibrated_"),
         "gathers": report.gathers,
         "narrows": report.narrows,
         "extra_pruned_channels": report.extra_pruned_channels,
-        "seconds": round(time.perf_counter() - start, 3),
+        **latency(model, result.module, split.test_x[:BATCH]),
+        "seconds": round(seconds, 3),
+    }
+
+
+def compare_predictions(exported: nn.Module, masked: nn.Module, split: Split, prefix: str) -> dict:
+    """Accuracy of the export and of the masked model, and how far their predictions and logits differ."""
+    exported_logits, masked_logits = predict(exported, split.test_x), predict(masked, split.test_x)
+    predicted = exported_logits.argmax(1)
+    differ = predicted != masked_logits.argmax(1)
+    return {
+        f"{prefix}accuracy": round(float((predicted == split.test_y).float().mean()), 6),
+        f"{prefix}masked_accuracy": round(float((masked_logits.argmax(1) == split.test_y).float().mean()), 6),
+        f"{prefix}mismatches": int(differ.sum()),
+        f"{prefix}mismatches_float64": mismatches_float64(exported, masked, split.test_x[differ])
+        if differ.any()
+        else 0,
+        f"{prefix}max_abs_logit_diff": float((exported_logits - masked_logits).abs().max()),
     }
 
 
@@ -110,11 +131,14 @@ def _start_worker(setting: Setting) -> None:
     _WORKER.update(setting=setting, split=load_digits_split(setting.data), models={})
 
 
-def _run_one(point: Point) -> dict:
+def _run_one(job: tuple[int, Point | depgraph.Target]) -> tuple[int, dict]:
+    index, point = job
     setting, models = _WORKER["setting"], _WORKER["models"]
     if point.model not in models:
         models[point.model] = load_trained(point.model, setting)
-    return evaluate_point(models[point.model], _WORKER["split"], point)
+    if isinstance(point, depgraph.Target):
+        return index, depgraph.evaluate_target(models[point.model], _WORKER["split"], point)
+    return index, evaluate_point(models[point.model], _WORKER["split"], point)
 
 
 def load_trained(name: str, setting: Setting) -> nn.Module:
@@ -138,31 +162,29 @@ def all_points(
 
 
 def run_points(
-    points: Sequence[Point], setting: Setting, workers: int, progress: Callable[[dict], None] | None = None
+    points: Sequence[Point | depgraph.Target],
+    setting: Setting,
+    workers: int,
+    progress: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Every point's row, in the order of ``points``; ``workers`` processes (1: in this process)."""
-    rows: list[dict] = []
-    for row in _results(points, setting, workers):
-        rows.append(row)
+    rows: dict[int, dict] = {}
+    for index, row in _results(list(enumerate(points)), setting, workers):
+        rows[index] = row
         if progress is not None:
             progress(row)
-    order = {point: i for i, point in enumerate(points)}
-    return sorted(rows, key=lambda row: order[_point_of(row)])
+    return [rows[index] for index in range(len(points))]
 
 
-def _results(points: Sequence[Point], setting: Setting, workers: int) -> Iterator[dict]:
+def _results(jobs: list[tuple[int, Point | depgraph.Target]], setting: Setting, workers: int) -> Iterator[tuple]:
     if workers <= 1:
         _start_worker(setting)
-        yield from map(_run_one, points)
+        yield from map(_run_one, jobs)
         return
-    slowest_first = sorted(points, key=lambda p: -COST.get(p.model, 1.0))
+    slowest_first = sorted(jobs, key=lambda job: -COST.get(job[1].model, 1.0))
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_start_worker, initargs=(setting,)) as pool:
         yield from pool.imap_unordered(_run_one, slowest_first)
 
 
 COST = {"densenet121": 4.0, "efficientnet_b0": 2.0, "mobilenet_v2": 1.5, "resnet18": 1.0}  # relative, for ordering
-
-
-def _point_of(row: dict) -> Point:
-    return Point(row["model"], row["heuristic"], row["side"], row["method"], row["amount"])

@@ -70,13 +70,15 @@ def trained_model(
         return model.eval(), {**info, "cached": True}
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    fit(model, split, train, data.noise, progress)
+    history = fit(model, split, train, data.noise, progress)
     info = {
         "seconds": round(time.perf_counter() - start, 1),
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "history": history,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.to(memory_format=torch.contiguous_format)
@@ -93,17 +95,19 @@ def fit(
     train: TrainConfig,
     noise: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
-) -> None:
-    """Train ``model`` in place (cross-entropy, AdamW, one-cycle schedule, gradient clipping if configured)."""
+) -> list[dict]:
+    """Train ``model`` in place (cross-entropy, AdamW, one-cycle schedule, gradient clipping if configured); per
+    epoch, the mean training loss and the test accuracy."""
     generator = torch.Generator().manual_seed(train.seed)
     n = len(split.train_y)
     steps = train.epochs * (n // train.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=steps)
     model.to(memory_format=torch.channels_last).train()
-    step = 0
-    for _ in range(train.epochs):
+    history, step = [], 0
+    for epoch in range(train.epochs):
         order = torch.randperm(n, generator=generator)
+        losses = []
         for first in range(0, n - train.batch_size + 1, train.batch_size):
             index = order[first : first + train.batch_size]
             x = augment(split.train_x[index], generator, noise).contiguous(memory_format=torch.channels_last)
@@ -114,10 +118,20 @@ def fit(
                 nn.utils.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
             optimizer.step()
             schedule.step()
+            losses.append(float(loss.detach()))
             step += 1
             if progress is not None:
                 progress(step, steps)
+        history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses), "test_accuracy": accuracy(model, split)})
+        model.train()
     model.eval()
+    return history
+
+
+def accuracy(model: nn.Module, split: Split) -> float:
+    """Test accuracy of ``model`` (left in eval mode)."""
+    model.eval()
+    return round(float((predict(model, split.test_x).argmax(1) == split.test_y).float().mean()), 6)
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
