@@ -107,6 +107,24 @@ class SameNet(nn.Module):
         return self.head(F.relu(self.block(F.relu(self.stem(x)))))
 
 
+class SamePaddingMixer(nn.Module):
+    """ConvMixer's block: a depthwise and a dense conv with ``padding="same"`` (``aten.conv2d.padding`` under
+    torch.export), the depthwise one in a residual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding="same")
+        self.depthwise = nn.Conv2d(8, 8, 3, groups=8, padding="same")
+        self.norm = nn.BatchNorm2d(8)
+        self.pointwise = nn.Conv2d(8, 8, 1, padding="same")
+        self.head = nn.Conv2d(8, 4, 3, padding="same")
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = x + self.norm(F.gelu(self.depthwise(x)))
+        return self.head(F.relu(self.pointwise(x)))
+
+
 class StyleResidual(nn.Module):
     """A style-transfer residual block: reflection pad -> conv -> BN -> ReLU -> reflection pad -> conv, plus x."""
 
@@ -208,6 +226,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], torch.Tensor]] = {
     "fpn-bicubic": (lambda: FPN(mode="bicubic"), X),
     "fpn-upsample-module": (lambda: FPN(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)), X),
     "same-pad": (SameNet, images(2, 3, 9, 9)),
+    "same-padding-conv": (SamePaddingMixer, X),
     "style-reflection": (StyleNet, X),
     "style-replication": (lambda: StyleNet(lambda: nn.ReplicationPad2d(1)), X),
     "style-zero": (lambda: StyleNet(lambda: nn.ZeroPad2d(1)), X),

@@ -25,7 +25,10 @@ if TYPE_CHECKING:
 
 aten = torch.ops.aten
 
-CONVOLUTIONS = (aten.conv1d.default, aten.conv2d.default, aten.conv3d.default)
+CONVOLUTIONS = (
+    aten.conv1d.default, aten.conv2d.default, aten.conv3d.default,
+    aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding,  # padding="same" / "valid"
+)  # fmt: skip
 BATCH_NORM = BatchNormArguments(weight=1, bias=2, running_mean=3, running_var=4, training=5)
 KEEPS_ZERO = (
     aten.relu.default, aten.relu_.default, aten.gelu.default, aten.gelu_.default, aten.silu.default,
