@@ -139,3 +139,13 @@ def checked_exports(model: nn.Module, x: torch.Tensor, capture: str, amount: flo
             assert_relatively_exact(result.module, expected, x, rtol=1e-8)
             assert gathers_in_graph(result.module) == result.report.gathers, where
             yield side, mode, result
+
+
+def assert_masked_exports_shrink(model: nn.Module, x: torch.Tensor, side: str, capture: str, amount: float = 0.3):
+    """``amount`` of each layer's channels masked on ``side`` (``fx_upscale.mask`` with ``capture``): both modes
+    export exactly (float64, :func:`assert_exact`) and remove parameters."""
+    spec = fx_upscale.mask(model, x, amount=amount, side=side, capture=capture)
+    for mode in ("upscale", "baseline"):
+        result = fx_upscale.export(model, x, spec=spec, mode=mode, capture=capture)
+        assert_exact(result, spec.apply(model), x)
+        assert result.report.params_after < result.report.params_before, (side, mode)

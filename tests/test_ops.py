@@ -563,8 +563,8 @@ NEEDS: dict[type, set[str]] = {
     Split: {"propagate", "rewrite"},
     SplitPiece: {"propagate"},
     Slice: {"propagate", "rewrite"},
-    Flatten: {"propagate"},
-    Reshape: {"propagate"},
+    Flatten: {"propagate", "rewrite"},
+    Reshape: {"propagate", "rewrite"},
     Permute: {"propagate"},
     Reduce: {"propagate"},
     Resize: {"propagate", "masking"},
@@ -858,12 +858,12 @@ RECOGNITION = [
     pytest.param("flatten_module", "flat", Flatten(data="conv1", start_dim=1), id="flatten-module"),
     pytest.param("flatten_view", "view", Flatten(data="conv1", start_dim=1), id="view-computed-size"),
     pytest.param(
-        "view_constant", "view", Flatten(data="conv1", start_dim=1, constant=True), id="view-constant-size"
+        "view_constant", "view", Flatten(data="conv1", start_dim=1), id="view-literal-size"
     ),
     pytest.param("flatten_partial", "flatten", Unknown("does not run to the last axis"), id="flatten-partial-unknown"),
     pytest.param(
         "shuffle", "view",
-        Reshape(data="conv1", before=(2, 6, 2, 2), after=(2, 2, 3, 2, 2), constant_axes=frozenset({0, 1, 3, 4})),
+        Reshape(data="conv1", before=(2, 6, 2, 2), after=(2, 2, 3, 2, 2)),
         id="reshape-into-groups",
     ),
     pytest.param("shuffle", "transpose", Permute(data="view", dims=(0, 2, 1, 3, 4)), id="transpose-method"),
@@ -1107,9 +1107,8 @@ CHANNEL_RULES = [
         "flatten_module", "flat", Rule(axis=1, classes=("conv1",), repeat=4, zeros="0000"), id="flatten-module"
     ),
     pytest.param(
-        "view_constant", "view",
-        Rule(axis=1, fresh=True, fixed=True, zeros="0" * 16, reads={"conv1": "whole:1111"}, barrier="constant size"),
-        id="view-constant-size-is-a-barrier",
+        "view_constant", "view", Rule(axis=1, classes=("conv1",), repeat=4, zeros="0100"),
+        id="view-literal-size-flattens",  # its literal size is rewritten (below)
     ),
     # Reshape + Permute: a channel shuffle ties channel k of every group and interleaves the groups
     pytest.param(
@@ -1305,6 +1304,12 @@ REWRITES = [
         id="getitem-slice-bounds-recounted",
     ),
     pytest.param("getitem_spatial", "getitem", [], {}, [], id="getitem-spatial-slice-unchanged"),
+    # a view's literal size for the channels: 4 features per kept channel (conv1's row 1 is removed)
+    pytest.param(
+        "view_constant", "view", [], {}, [ArgUpdate(node="view", index=2, keyword="", value=12)],
+        id="view-literal-size-recounted",
+    ),
+    pytest.param("flatten_view", "view", [], {}, [], id="view-computed-size-unchanged"),
     # Flatten: a linear layer after it keeps `repeat` columns per kept channel
     pytest.param(
         "flatten", "fc", [kept("fc.weight", 1, (0, 1, 2, 3, 8, 9, 10, 11), 16)],

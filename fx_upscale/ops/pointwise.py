@@ -2,10 +2,13 @@
 of the output, nothing is resliced.
 
 Whether ``f(0) == 0`` (ReLU: yes; sigmoid: no) decides whether a pruned, all-zero channel is still zero after it.
+``x ** p`` with a constant exponent is pointwise too, and keeps zero when ``p > 0`` (MetaFormer's StarReLU squares).
 """
 
 from __future__ import annotations
 
+import numbers
+import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +22,7 @@ from .structural import Unknown
 
 if TYPE_CHECKING:
     from ..channels import ChannelWalk
+    from .table import HandlerTable
 
 ZERO_TO_NONZERO_MODULES = (nn.Sigmoid, nn.Hardsigmoid, nn.Softplus)
 POINTWISE_MODULES = (
@@ -42,6 +46,9 @@ ZERO_TO_NONZERO_METHODS = ("sigmoid", "sigmoid_")
 POINTWISE_METHODS = ZERO_TO_NONZERO_METHODS + (
     "relu", "relu_", "tanh", "tanh_", "contiguous", "clone", "detach", "float", "double", "half", "to",
 )  # fmt: skip
+POWER = "power"  # the table's data for x ** p: keeps zero if the constant exponent p is positive
+POWER_TARGETS = (operator.pow, torch.pow, "pow", torch.ops.aten.pow.Tensor_Scalar)
+SQUARES = (torch.square, "square", torch.ops.aten.square.default)
 # Wrapped (leaf) functions known by qualified name, so the table needs no optional import.
 POINTWISE_QUALNAMES = ("torchvision.ops.stochastic_depth.stochastic_depth",)
 
@@ -66,6 +73,11 @@ class PointwiseHandler(OpHandler[Pointwise]):
         tensor_inputs = [n for n in node.all_input_nodes if is_tensor(n)]
         if source is None or len(tensor_inputs) != 1:
             return Unknown("pointwise op with other than one tensor input")
+        if data == POWER:
+            exponent = node.args[1] if len(node.args) > 1 else node.kwargs.get("exponent")
+            if not isinstance(exponent, numbers.Real):
+                return Unknown("power with an exponent that is not a constant")
+            return Pointwise(data=source, keeps_zero=exponent > 0)
         return Pointwise(data=source, keeps_zero=bool(data))
 
     def propagate(self, walk: ChannelWalk, node: fx.Node, role: Pointwise) -> None:
@@ -76,3 +88,9 @@ class PointwiseHandler(OpHandler[Pointwise]):
 
     def masking(self, role: Pointwise) -> Masking:
         return Masking(carry=Carry.THROUGH, ranks_after=True)
+
+
+def add_routes(table: HandlerTable) -> None:
+    """Powers and squares, in both IRs (the other pointwise routes are in the table's defaults and ``aten.py``)."""
+    table.add(Pointwise, POWER_TARGETS, POWER)
+    table.add(Pointwise, SQUARES, True)

@@ -5,6 +5,10 @@
   is split into (groups, channels per group) and merged back: the steps of a channel shuffle.
 - :class:`Permute` ``permute`` / ``transpose`` / ``swapaxes``: moves the channel axis, channels unchanged.
 - :class:`Reduce` ``mean`` / ``sum`` / ``amax`` over axes other than the channel axis.
+
+A view / reshape whose size for the channel-carrying axis is a literal (every size is, in ``torch.export``'s graphs:
+``aten.view.default(x, [2, 320, 1, 1])``) has that size rewritten for the kept channels; one computed in the graph
+(``-1``, ``x.size(1)``) follows the pruned tensor by itself.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..layouts import Layout
-from .base import Context, OpHandler, arg, data_name, shape
+from .base import Context, OpHandler, RewriteContext, Updates, arg, data_name, shape
 from .structural import Unknown
 
 if TYPE_CHECKING:
@@ -28,6 +32,8 @@ PERMUTE_FUNCTIONS = (torch.permute, torch.transpose, torch.swapaxes, torch.swapd
 PERMUTE_METHODS = ("permute", "transpose", "swapaxes", "swapdims")
 REDUCE_FUNCTIONS = (torch.mean, torch.sum, torch.amax)
 REDUCE_METHODS = ("mean", "sum", "amax")
+RESHAPES = ("view", "reshape", torch.ops.aten.view.default, torch.ops.aten.reshape.default,
+            torch.ops.aten._unsafe_view.default)  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,7 +101,7 @@ class FlattenHandler(OpHandler[Flatten]):
             if module.end_dim != -1:
                 return Unknown("Flatten with end_dim != -1")
             return Flatten(data=str(data_name(node)), start_dim=module.start_dim)
-        if node.target in ("view", "reshape"):
+        if node.target in RESHAPES:
             return _recognise_reshape(node)
         start_dim, end_dim = arg(node, 1, "start_dim", 0), arg(node, 2, "end_dim", -1)
         source, ndim = data_name(node), len(shape(node.args[0]))
@@ -118,28 +124,52 @@ class FlattenHandler(OpHandler[Flatten]):
         walk.set_output(node, Layout(source.axis, source.ids, repeat), walk.zeros[role.data])
         return None
 
+    def rewrite(self, name: str, role: Flatten, context: RewriteContext, updates: Updates) -> None:
+        _rewrite_literal_size(name, role.data, context, updates)
+
 
 def _recognise_reshape(node: fx.Node) -> Flatten | Reshape | Unknown:
-    """``view``/``reshape`` that equals ``flatten(start_dim)`` for some start_dim is a flatten."""
+    """``view``/``reshape`` that equals ``flatten(start_dim)`` for some start_dim is a flatten. Literal sizes count
+    as constants only where they cannot be rewritten (sizes passed by keyword)."""
     data = node.args[0]
     if not isinstance(data, fx.Node):
         return Unknown("reshape of a non-tensor")
     before, after = shape(data), shape(node)
-    constant = _constant_sizes(node, len(after))
+    constant = frozenset() if _sizes(node) is not None else frozenset(range(len(after)))
     start = len(after) - 1
     if before[:start] == after[:start] and math.prod(before[start:]) == after[-1]:
         return Flatten(data=data.name, start_dim=start, constant=start in constant)
     return Reshape(data=data.name, before=tuple(before), after=tuple(after), constant_axes=constant)
 
 
-def _constant_sizes(node: fx.Node, ndim: int) -> frozenset[int]:
-    """Output axes of a view/reshape whose size is a literal int (not -1, not computed in the graph)."""
-    sizes = list(node.args[1:]) or [node.kwargs.get("shape", node.kwargs.get("size", ()))]
-    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
-        sizes = list(sizes[0])
-    if len(sizes) != ndim:
-        return frozenset(range(ndim))
-    return frozenset(k for k, size in enumerate(sizes) if isinstance(size, int) and size != -1)
+def _sizes(node: fx.Node) -> list[Any] | None:
+    """The sizes a view/reshape asks for, positionally (``view(2, 3)`` or ``view([2, 3])``); ``None`` if passed by
+    keyword."""
+    if len(node.args) < 2:
+        return None
+    if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)):
+        return list(node.args[1])
+    return list(node.args[1:])
+
+
+def _rewrite_literal_size(name: str, data: str, context: RewriteContext, updates: Updates) -> None:
+    """Set the literal size of the axis carrying the channels of ``name``'s output to what the kept channels need:
+    the axis's share of each channel times the kept channels (for channels split into (groups, per group): the
+    per-group axis, a ``groups``-th of them)."""
+    kept, layout = context.physical.get(data), context.analysis.layouts.get(name)
+    node = context.analysis.nodes[name]
+    sizes = _sizes(node)
+    if kept is None or layout is None or sizes is None:
+        return
+    axis = layout.axis + 1 if layout.split else layout.axis
+    if axis >= len(sizes) or not isinstance(sizes[axis], int) or sizes[axis] == -1:
+        return  # computed in the graph: it follows the pruned tensor
+    per_channel = sizes[axis] * (layout.split or 1) // len(layout.ids)
+    sizes[axis] = per_channel * len(kept) // (layout.split or 1)
+    if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)):
+        updates.arg(name, 1, "size", type(node.args[1])(sizes))
+    else:
+        updates.arg(name, 1 + axis, "", sizes[axis])
 
 
 class ReshapeHandler(OpHandler[Reshape]):
@@ -164,6 +194,9 @@ class ReshapeHandler(OpHandler[Reshape]):
             walk.set_output(node, Layout(axis, source.ids), zeros)
         else:
             walk.barrier(node, f"reshape from {role.before} to {role.after} splits or merges the channel axis")
+
+    def rewrite(self, name: str, role: Reshape, context: RewriteContext, updates: Updates) -> None:
+        _rewrite_literal_size(name, role.data, context, updates)
 
 
 def _tie_ranks(walk: ChannelWalk, ids: tuple[int, ...], groups: int) -> None:
