@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -106,17 +107,18 @@ def print_finetune(rows: list[dict], base: dict[str, float], seconds: float) -> 
 
 
 def models_markdown(models: list[dict]) -> str:
-    """The trained models: parameters, recipe, final training loss, test accuracy, training seconds and load."""
-    headers = ("model", "params", "epochs", "batch", "final loss (last 5 epochs: change)", "test accuracy",
+    """The trained models: parameters, recipe, mean training loss over the last 5 epochs and the 5 before, test
+    accuracy (as trained, BatchNorm recalibrated), training seconds and load."""
+    headers = ("model", "params", "epochs", "batch", "loss, last 5 epochs (5 before)", "test accuracy",
                "recalibrated", "training s", "load during training")  # fmt: skip
     rows = []
     for info in models:
         losses = [h["loss"] for h in info.get("history") or []] or [float("nan")]
-        change = (losses[-1] - losses[max(0, len(losses) - 6)]) / losses[-1]
+        last, before = statistics.mean(losses[-5:]), statistics.mean(losses[-10:-5] or [float("nan")])
         seconds = f"{info.get('seconds', float('nan')):.0f}" + (" (cached)" if info.get("cached") else "")
         load = f"{info.get('load_before', float('nan')):.1f} / {info.get('load_after', float('nan')):.1f}"
         rows.append((info["model"], f"{info['params']:,}", info["epochs"], info["batch_size"],
-                     f"{losses[-1]:.4f} ({change:+.0%})", f"{info['accuracy']:.1%}",
+                     f"{last:.3f} ({before:.3f})", f"{info['accuracy']:.1%}",
                      f"{info['recalibrated_accuracy']:.1%}", seconds, load))  # fmt: skip
     return format_table(rows, headers, markdown=True)
 

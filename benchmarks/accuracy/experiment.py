@@ -25,6 +25,7 @@ from . import compare, depgraph
 from .data import DataConfig, load_digits_split
 from .sweep import (
     AMOUNTS,
+    COST,
     HEURISTICS,
     RECALIBRATION_BATCHES,
     SIDES,
@@ -128,6 +129,7 @@ def train_all(
     ``portable``); each one's record and test accuracy, as trained and recalibrated, evaluated in this process."""
     jobs = [(name, data, training[name], directory) for name in models]
     to_train = [job for job in jobs if not checkpoint_path(job[0], job[2], data, directory).exists()]
+    to_train.sort(key=lambda job: -COST.get(job[0], 1.0))  # the slowest first
     records = {}
     if to_train:
         with kernels(PORTABLE_KERNELS if portable else {}):
