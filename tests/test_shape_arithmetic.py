@@ -72,7 +72,21 @@ class SplitBySize(nn.Module):
         return sum(conv(pieces[i]) for i, conv in enumerate(self.convs))
 
 
-MODELS = [HalfSlice, ShapeSplit, SplitBySize]
+class BlurPool(nn.Module):
+    """TResNet's anti-aliased downsampling: ``F.conv2d(x, self.filt, groups=x.shape[1])`` with a fixed blur filter
+    held as a buffer (a depthwise conv: its filter is resliced, but never named by a mask)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+        self.register_buffer("filt", torch.ones(8, 1, 3, 3) / 9)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        return self.head(torch.nn.functional.conv2d(x, self.filt, stride=2, padding=1, groups=x.shape[1]))
+
+
+MODELS = [HalfSlice, ShapeSplit, SplitBySize, BlurPool]
 
 
 def build(cls: type[nn.Module]) -> nn.Module:
@@ -136,3 +150,13 @@ def test_bound_from_tensor_data_is_an_unknown_op_not_a_type_error() -> None:
     spec = fx_upscale.mask(model, X, amount=0.3, side="input", capture="symbolic_trace")
     result = fx_upscale.export(model, X, spec=spec, capture="symbolic_trace")
     assert_exact(result, spec.apply(model), X)
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_buffer_filter_is_resliced_but_never_masked(capture: str) -> None:
+    model = build(BlurPool)
+    spec = fx_upscale.mask(model, X, amount=0.3, side="output", capture=capture)
+    assert set(spec.outputs) == {"stem.weight"}
+    result = fx_upscale.export(model, X, spec=spec, capture=capture)
+    assert_exact(result, spec.apply(model), X)
+    assert dict(result.module.named_buffers())["filt"].shape == (8 - len(spec.outputs["stem.weight"]), 1, 3, 3)

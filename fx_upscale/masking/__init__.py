@@ -74,7 +74,8 @@ def mask(
     groups = [segment.classes for segment in find_segments(analysis)] if constrained else None
     sides = ("input", "output") if side == "both" else (side,)
     unmaskable = {s: lay.unmaskable_classes(analysis, s) for s in sides}
-    layers_of = {s: _layers(analysis, s, unmaskable[s], constrained) for s in sides}
+    parameters = {name for name, _ in graph_module.named_parameters()}
+    layers_of = {s: _layers(analysis, s, unmaskable[s], constrained, parameters) for s in sides}
     score = _scorer(graph_module, analysis, heuristic, [layer for s in sides for layer in layers_of[s]], calibration)
     spec = PruneSpec()
     for s in sides:
@@ -136,10 +137,13 @@ def _output_spec(
         unmaskable = unmaskable | revived
 
 
-def _layers(analysis: ChannelAnalysis, side: str, unmaskable: frozenset[int], constrained: bool) -> list[lay.Layer]:
-    if side == "input":
-        return lay.input_layers(analysis, unmaskable, constrained)
-    return lay.output_layers(analysis, unmaskable, constrained)
+def _layers(
+    analysis: ChannelAnalysis, side: str, unmaskable: frozenset[int], constrained: bool, parameters: set[str]
+) -> list[lay.Layer]:
+    """The layers of ``side`` that may be masked: a layer whose weight is a buffer (a fixed blur filter read by
+    ``F.conv2d``) is not a parameter a spec can name."""
+    found = (lay.input_layers if side == "input" else lay.output_layers)(analysis, unmaskable, constrained)
+    return [layer for layer in found if layer.weight in parameters]
 
 
 def _scorer(

@@ -182,11 +182,13 @@ def output_spec(
     """Masked filters, with the per-channel layers (BatchNorm, depthwise conv) that carry them on; and the channel
     analysis of the model that spec masks."""
     rows_of = {layer.node: positions for layer, positions in zip(layers, chosen)}
+    parameters = {name for name, _ in gm.named_parameters()}
     masked: dict[str, set[int]] = {}
     for layer, positions in zip(layers, chosen):
         masked[layer.weight] = set(positions)
         for weight in _following_per_channel(analysis, layer.node):
-            masked.setdefault(weight, set()).update(positions)
+            if weight in parameters:  # a buffer (a fixed blur filter) is not a spec's to name; no bias, zero stays
+                masked.setdefault(weight, set()).update(positions)
     sizes = {weight: len(analysis.layouts[node].ids) for node, weight in _per_channel_weights(analysis).items()}
     masked = {weight: _leave_one(positions, sizes.get(weight)) for weight, positions in masked.items()}
     found, masked_analysis = _masked_downstream(gm, analysis, rows_of, masked)
@@ -238,11 +240,13 @@ def _masked_downstream(
     dead = {c for c, ids in ids_of.items() if ids <= masked_ids}
     found: dict[str, set[int]] = {}
     work = _masked(PruneSpec(outputs=_frozen(masked)), gm)
+    parameters = {name for name, _ in gm.named_parameters()}
+    weights = {node: weight for node, weight in _per_channel_weights(analysis).items() if weight in parameters}
     while True:
         masked_analysis = analyse_channels(work, analysis.handlers)
         zeros = masked_analysis.zeros
         new: dict[str, set[int]] = {}
-        for node, weight in _per_channel_weights(analysis).items():
+        for node, weight in weights.items():
             data = masking(analysis, node).per_channel_input
             classes, zero_in = analysis.classes(node), zeros.get(data or "", ())
             have = masked.get(weight, set()) | found.get(weight, set())

@@ -34,6 +34,7 @@ from .base import (
     implied_mismatches,
     is_get_attr,
     shape,
+    traced_int,
 )
 from .norm import PerChannel, PerChannelKind
 from .structural import Unknown
@@ -111,7 +112,9 @@ class ConvHandler:
         )
         if linear:
             return replace(weighted, data_axis=-1)
-        groups = arg(node, 6, "groups", 1)
+        groups = traced_int(arg(node, 6, "groups", 1))  # x.shape[1] in a depthwise blur: its traced value
+        if groups is None:
+            return Unknown("a convolution whose groups are neither a constant nor shape arithmetic")
         if groups == 1:
             return weighted
         if groups == shape(node)[1] == shape(node.args[0])[1]:
