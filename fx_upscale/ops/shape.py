@@ -129,13 +129,21 @@ class FlattenHandler(OpHandler[Flatten]):
 
 
 def _recognise_reshape(node: fx.Node) -> Flatten | Reshape | Unknown:
-    """``view``/``reshape`` that equals ``flatten(start_dim)`` for some start_dim is a flatten. Literal sizes count
-    as constants only where they cannot be rewritten (sizes passed by keyword)."""
+    """``view``/``reshape`` that equals ``flatten(start_dim)`` for some start_dim is a flatten.
+
+    Where some sizes are computed (``x.size(0)``, ``-1``), the literal ones are structure, never a channel width
+    (``view(b, groups, c // groups, h, w)``): constants. Where every size is a literal (``torch.export``'s graphs,
+    ``x.view(2, 16)``), the one that carries the channels is rewritten for the kept ones."""
     data = node.args[0]
     if not isinstance(data, fx.Node):
         return Unknown("reshape of a non-tensor")
     before, after = shape(data), shape(node)
-    constant = frozenset() if _sizes(node) is not None else frozenset(range(len(after)))
+    sizes = _sizes(node)
+    literal = frozenset(k for k, size in enumerate(sizes or ()) if isinstance(size, int) and size != -1)
+    if sizes is None or len(sizes) != len(after):
+        constant = frozenset(range(len(after)))
+    else:
+        constant = frozenset() if len(literal) == len(after) else literal
     start = len(after) - 1
     if before[:start] == after[:start] and math.prod(before[start:]) == after[-1]:
         return Flatten(data=data.name, start_dim=start, constant=start in constant)
