@@ -13,8 +13,8 @@ Each family runs in a fresh process (``--jobs`` at a time, ``--timeout`` seconds
 its error and the run goes on. Writes a CSV (one row per family, capture, side and mode, or one row holding an error)
 and prints a Markdown table (one row per family) and the counts per front end.
 
-    python benchmarks/timm_families.py [--families NAME ...] [--jobs 2] [--timeout 1800]
-        [--out benchmarks/results/timm_families.csv] [--update]
+    python benchmarks/timm_families.py [--families NAME ...] [--captures symbolic_trace torch.export] [--jobs 2]
+        [--timeout 1800] [--out benchmarks/results/timm_families.csv] [--update]
 """
 
 from __future__ import annotations
@@ -59,12 +59,12 @@ def front_end_captures(model, x, capture: str) -> str:
         return first_line(error)
 
 
-def measure(family: str) -> list[dict]:
-    """The rows of one family (both front ends)."""
+def measure(family: str, captures: tuple[str, ...] = CAPTURES) -> list[dict]:
+    """The rows of one family (through ``captures``)."""
     name, _, size = timm_models.FAMILIES[family]
     model, x = timm_models.build(family)
     rows = []
-    for capture in CAPTURES:
+    for capture in captures:
         base = {"family": family, "model": name, "capture": capture, "input": size}
         reason = front_end_captures(model, x, capture)
         base["captured"] = not reason
@@ -76,9 +76,9 @@ def measure(family: str) -> list[dict]:
     return rows
 
 
-def run_family(family: str, timeout: float) -> list[dict]:
+def run_family(family: str, timeout: float, captures: tuple[str, ...] = CAPTURES) -> list[dict]:
     """:func:`measure` in a fresh process (one thread), or a row per front end holding its failure."""
-    command = [sys.executable, __file__, "--one", family]
+    command = [sys.executable, __file__, "--one", family, "--captures", *captures]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
@@ -89,7 +89,7 @@ def run_family(family: str, timeout: float) -> list[dict]:
     except subprocess.TimeoutExpired:
         error = f"timed out after {timeout:.0f} s"
     name = timm_models.FAMILIES[family][0]
-    return [{"family": family, "model": name, "capture": capture, "error": error[:1000]} for capture in CAPTURES]
+    return [{"family": family, "model": name, "capture": capture, "error": error[:1000]} for capture in captures]
 
 
 def verdicts(rows: list[dict]) -> dict[tuple[str, str], bool]:
@@ -124,7 +124,8 @@ def summary(rows: list[dict]) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    """One row per family: per front end, captured / input-side kept / gathers / verdict or error."""
+    """One row per family: per front end, the parameters kept by the input-side and output-side upscale exports if
+    all four exports are exact and the input side shrinks; else why not."""
     good = verdicts(rows)
     table = []
     for family in sorted({r["family"] for r in rows}):
@@ -132,17 +133,23 @@ def markdown(rows: list[dict]) -> str:
         cells = [family, mine[0]["model"]]
         for capture in CAPTURES:
             theirs = [r for r in mine if r["capture"] == capture]
-            up = {(r.get("side"), r.get("mode")): r for r in theirs}
-            error = next((r["error"] for r in theirs if r.get("error")), "")
-            kept = up.get(("input", "upscale"), {}).get("params_kept", "")
-            out_kept = up.get(("output", "upscale"), {}).get("params_kept", "")
-            verdict = "yes" if good[family, capture] else ("no: " + error[:90] if error else "no")
-            cells += ["yes" if captured(rows, family, capture) else "no",
-                      f"{float(kept):.0%} / {float(out_kept):.0%}" if kept and out_kept else "", verdict]  # fmt: skip
+            cells.append(_cell(theirs, good.get((family, capture), False), captured(rows, family, capture)))
         table.append(cells)
-    headers = ("family", "model", "symbolic_trace captures", "kept (in / out)", "exact and shrinks",
-               "torch.export captures", "kept (in / out)", "exact and shrinks")  # fmt: skip
+    headers = ("family", "model (smallest)", "symbolic_trace: kept in / out", "torch.export: kept in / out")
     return format_table(table, headers, markdown=True)
+
+
+def _cell(rows: list[dict], good: bool, caught: bool) -> str:
+    by = {(r.get("side"), r.get("mode")): r for r in rows}
+    kept = [by.get((side, "upscale"), {}).get("params_kept", "") for side in SIDES]
+    shown = " / ".join(f"{float(k):.0%}" for k in kept if k)
+    error = next((r["error"] for r in rows if r.get("error")), "")
+    if good:
+        return shown
+    if error:
+        return f"{'not captured' if not caught else 'error'}: {error.split(':')[0]}"
+    exact = all(str(r.get("exact")) == "True" for r in rows)
+    return f"{shown} ({'exact, does not shrink' if exact else 'NOT EXACT'})"
 
 
 def read(path: Path) -> list[dict]:
@@ -166,12 +173,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="families measured at a time (each on one thread)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per family")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/timm_families.csv"))
-    parser.add_argument("--update", action="store_true", help="replace only these families' rows in --out")
+    parser.add_argument("--captures", nargs="+", choices=CAPTURES, default=list(CAPTURES), help="front ends")
+    parser.add_argument("--update", action="store_true", help="replace only these families' and captures' rows")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # worker: measure one family, print its rows as JSON
     args = parser.parse_args()
     torch.set_num_threads(1)
+    captures = tuple(args.captures)
     if args.one:
-        print(json.dumps(measure(args.one)))
+        print(json.dumps(measure(args.one, captures)))
         return
     families = list(timm_models.FAMILIES)
     if args.families:
@@ -183,15 +192,15 @@ def main() -> None:
     found: dict[str, list[dict]] = {}
 
     def one(family: str) -> None:
-        found[family] = run_family(family, args.timeout)
-        status = ", ".join(f"{c}: {'ok' if verdicts(found[family]).get((family, c)) else 'NO'}" for c in CAPTURES)
+        found[family] = run_family(family, args.timeout, captures)
+        status = ", ".join(f"{c}: {'ok' if verdicts(found[family]).get((family, c)) else 'NO'}" for c in captures)
         print(f"[{time.perf_counter() - start:7.0f} s] {family} ({len(found)}/{len(families)}): {status}", flush=True)
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, families))
     rows = [row for family in families for row in found[family]]
     if args.update:
-        rows = [r for r in read(args.out) if r["family"] not in found] + rows
+        rows = [r for r in read(args.out) if r["family"] not in found or r["capture"] not in captures] + rows
         rows.sort(key=lambda r: list(timm_models.FAMILIES).index(r["family"]))
     write(args.out, rows)
     print(markdown(rows))
