@@ -15,6 +15,7 @@ and prints a Markdown table (one row per family) and the counts per front end.
 
     python benchmarks/timm_families.py [--families NAME ...] [--captures symbolic_trace torch.export] [--jobs 2]
         [--timeout 1800] [--out benchmarks/results/timm_families.csv] [--update]
+    python benchmarks/timm_families.py --check-list     # the family list against its rule (3 minutes)
 """
 
 from __future__ import annotations
@@ -74,6 +75,18 @@ def measure(family: str, captures: tuple[str, ...] = CAPTURES) -> list[dict]:
             print(traceback.format_exc(), file=sys.stderr)
             rows.append({**base, "error": first_line(error) + (f" [capture: {reason}]" if reason else "")})
     return rows
+
+
+def check_list() -> None:
+    """Recompute the family list by its rule (tests/timm_models.py) and say whether the committed one follows it."""
+    chosen, excluded = timm_models.choose_families()
+    differ = {f for f in chosen.keys() | timm_models.FAMILIES.keys() if chosen.get(f) != timm_models.FAMILIES.get(f)}
+    differ |= {
+        f for f in excluded.keys() | timm_models.EXCLUDED.keys() if excluded.get(f) != timm_models.EXCLUDED.get(f)
+    }
+    if differ:
+        sys.exit(f"the family list does not follow its rule for {sorted(differ)}: update tests/timm_models.py")
+    print(f"the family list follows its rule: {len(chosen)} families, {len(excluded)} over the limit")
 
 
 def run_family(family: str, timeout: float, captures: tuple[str, ...] = CAPTURES) -> list[dict]:
@@ -175,12 +188,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/timm_families.csv"))
     parser.add_argument("--captures", nargs="+", choices=CAPTURES, default=list(CAPTURES), help="front ends")
     parser.add_argument("--update", action="store_true", help="replace only these families' and captures' rows")
+    parser.add_argument("--check-list", action="store_true", help="only check the family list against its rule")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # worker: measure one family, print its rows as JSON
     args = parser.parse_args()
     torch.set_num_threads(1)
     captures = tuple(args.captures)
     if args.one:
         print(json.dumps(measure(args.one, captures)))
+        return
+    if args.check_list:
+        check_list()
         return
     families = list(timm_models.FAMILIES)
     if args.families:

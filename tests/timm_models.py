@@ -4,8 +4,8 @@ The rule (:func:`choose_families`, applied to the timm version pinned in ``const
 of ``timm.models`` (``timm.list_modules()``); its model is the one of ``timm.list_models(module=family)`` with the
 fewest parameters (ties by name), leaving out timm's ``test_*`` models (tiny synthetic configurations for timm's own
 unit tests); a family whose smallest model has more than 100 M parameters is left out (:data:`EXCLUDED`). Parameters
-are counted on the meta device, nothing is downloaded. :data:`FAMILIES` is that rule's result, checked against it by
-``tests/test_timm.py::test_family_list_follows_the_rule`` (slow).
+are counted on the meta device, nothing is downloaded. :data:`FAMILIES` is that rule's result, checked against it
+for every family by ``python benchmarks/timm_families.py --check-list`` and for a sample by ``tests/test_timm.py``.
 
 :func:`build` gives the model with ``pretrained=False`` (seed 0), made meaningful for an exactness check (BatchNorm
 randomised and calibrated, near-zero parameters redrawn), in float64, eval mode, and one seeded input at the input
@@ -129,12 +129,15 @@ EXCLUDED: dict[str, tuple[str, int]] = {
 }
 
 
-def choose_families() -> tuple[dict[str, tuple[str, int, int]], dict[str, tuple[str, int]]]:
-    """Apply the rule to the installed timm: (:data:`FAMILIES`, :data:`EXCLUDED`) as they should read."""
+def choose_families(
+    families: list[str] | None = None,
+) -> tuple[dict[str, tuple[str, int, int]], dict[str, tuple[str, int]]]:
+    """Apply the rule to the installed timm (to every family, or to ``families``): (:data:`FAMILIES`,
+    :data:`EXCLUDED`) as they should read."""
     import timm
 
     chosen, excluded = {}, {}
-    for family in timm.list_modules():
+    for family in families if families is not None else timm.list_modules():
         sizes = []
         for name in timm.list_models(module=family):
             if not name.startswith("test_"):
