@@ -191,7 +191,7 @@ def output_spec(
                 masked.setdefault(weight, set()).update(positions)
     sizes = {weight: len(analysis.layouts[node].ids) for node, weight in _per_channel_weights(analysis).items()}
     masked = {weight: _leave_one(positions, sizes.get(weight)) for weight, positions in masked.items()}
-    found, masked_analysis = _masked_downstream(gm, analysis, rows_of, masked)
+    found, masked_analysis = _masked_downstream(gm, analysis, rows_of, masked, parameters)
     for weight, more in found.items():
         masked.setdefault(weight, set()).update(more)
     return PruneSpec(outputs=_frozen(masked)), masked_analysis
@@ -220,7 +220,11 @@ def _leave_one(positions: set[int], size: int | None) -> set[int]:
 
 
 def _masked_downstream(
-    gm: fx.GraphModule, analysis: ChannelAnalysis, rows_of: dict[str, list[int]], masked: dict[str, set[int]]
+    gm: fx.GraphModule,
+    analysis: ChannelAnalysis,
+    rows_of: dict[str, list[int]],
+    masked: dict[str, set[int]],
+    parameters: set[str],
 ) -> tuple[dict[str, set[int]], ChannelAnalysis]:
     """Per-channel layers (BatchNorm, depthwise conv) further on to mask where they carry a channel masked in
     every producer feeding it (DenseNet: a BatchNorm per reader of a ``cat``; an SE gate tied by ``mul``), so that
@@ -230,8 +234,9 @@ def _masked_downstream(
     left), so each round masks more and the loop ends.
 
     A per-channel layer right after a producer (through pass-through ops) is masked with the producer's rows by
-    :func:`_following_per_channel`, whatever feeds the channel elsewhere. Returns what it masked, and the channel
-    analysis of the model with ``masked`` and that applied.
+    :func:`_following_per_channel`, whatever feeds the channel elsewhere. Only layers whose weight is one of
+    ``parameters`` are masked (a spec names no buffer). Returns what it masked, and the channel analysis of the
+    model with ``masked`` and that applied.
     """
     masked_ids = {analysis.layouts[name].ids[p] for name, rows in rows_of.items() for p in rows}
     ids_of: dict[int, set[int]] = {}
@@ -240,7 +245,6 @@ def _masked_downstream(
     dead = {c for c, ids in ids_of.items() if ids <= masked_ids}
     found: dict[str, set[int]] = {}
     work = _masked(PruneSpec(outputs=_frozen(masked)), gm)
-    parameters = {name for name, _ in gm.named_parameters()}
     weights = {node: weight for node, weight in _per_channel_weights(analysis).items() if weight in parameters}
     while True:
         masked_analysis = analyse_channels(work, analysis.handlers)

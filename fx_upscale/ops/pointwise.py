@@ -7,7 +7,6 @@ Whether ``f(0) == 0`` (ReLU: yes; sigmoid: no) decides whether a pruned, all-zer
 
 from __future__ import annotations
 
-import numbers
 import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Carry, Context, Masking, OpHandler, data_name, is_tensor
+from .base import Carry, Context, Masking, OpHandler, arg, data_name, is_tensor
 from .structural import Unknown
 
 if TYPE_CHECKING:
@@ -74,8 +73,8 @@ class PointwiseHandler(OpHandler[Pointwise]):
         if source is None or len(tensor_inputs) != 1:
             return Unknown("pointwise op with other than one tensor input")
         if data == POWER:
-            exponent = node.args[1] if len(node.args) > 1 else node.kwargs.get("exponent")
-            if not isinstance(exponent, numbers.Real):
+            exponent = arg(node, 1, "exponent")
+            if not isinstance(exponent, (int, float)):
                 return Unknown("power with an exponent that is not a constant")
             return Pointwise(data=source, keeps_zero=exponent > 0)
         return Pointwise(data=source, keeps_zero=bool(data))

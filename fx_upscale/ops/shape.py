@@ -155,9 +155,15 @@ def _sizes(node: fx.Node) -> list[Any] | None:
     keyword."""
     if len(node.args) < 2:
         return None
-    if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)):
-        return list(node.args[1])
-    return list(node.args[1:])
+    packed = _packed_sizes(node)
+    return list(packed) if packed is not None else list(node.args[1:])
+
+
+def _packed_sizes(node: fx.Node) -> list[Any] | tuple[Any, ...] | None:
+    """A view/reshape's sizes where they are one list argument (``view([2, 3])``, every aten view); ``None`` where
+    they are spread over the arguments."""
+    packed = node.args[1] if len(node.args) == 2 else None
+    return packed if isinstance(packed, (list, tuple)) else None
 
 
 def _rewrite_literal_size(name: str, data: str, context: RewriteContext, updates: Updates) -> None:
@@ -174,8 +180,9 @@ def _rewrite_literal_size(name: str, data: str, context: RewriteContext, updates
         return  # computed in the graph: it follows the pruned tensor
     per_channel = sizes[axis] * (layout.split or 1) // len(layout.ids)
     sizes[axis] = per_channel * len(kept) // (layout.split or 1)
-    if len(node.args) == 2 and isinstance(node.args[1], (list, tuple)):
-        updates.arg(name, 1, "size", type(node.args[1])(sizes))
+    packed = _packed_sizes(node)
+    if packed is not None:
+        updates.arg(name, 1, "size", type(packed)(sizes))
     else:
         updates.arg(name, 1 + axis, "", sizes[axis])
 
