@@ -3,7 +3,9 @@ oracle, for the README's models, in one process with interleaved repetitions (``
 
 Defaults: resnet50, mobilenet_v2, efficientnet_b0, efficientnet_v2_s, densenet121 (weights=None, seed 0, 224x224,
 float32), 30% input-side unconstrained L2 masks, batch 1 and 8, eager, one thread. ``--compile`` adds
-``torch.compile`` (inductor) for the ``--compile-models`` (default resnet50, mobilenet_v2). Writes
+``torch.compile`` (inductor) for the ``--compile-models`` (default resnet50, mobilenet_v2), whose upscale export is
+planned for the compiled backend. The cost model is calibrated first (``fx-upscale calibrate``, cached), the
+exports are planned with it, and every variant's predicted latency is printed beside the measured one. Writes
 ``benchmarks/results/latency.csv`` (``latency-compile.csv`` with ``--compile``, ``latency-cuda.csv`` on CUDA) and a
 bar plot (``benchmarks/latency[-compile][-cuda].png``), and prints the README table.
 
@@ -24,7 +26,7 @@ COMPILE_MODELS = ["resnet50", "mobilenet_v2"]
 def bench_arguments(args: argparse.Namespace) -> list[str]:
     """The ``fx-upscale bench`` command line this benchmark runs."""
     suffix = ("-compile" if args.compile else "") + ("-cuda" if args.device == "cuda" else "")
-    argv = ["bench", *args.models, "--amount", "0.3", "--side", "input", "--method", "unconstrained",
+    argv = ["bench", *args.models, "--calibrate", "--amount", "0.3", "--side", "input", "--method", "unconstrained",
             "--batch", *map(str, args.batch), "--threads", str(args.threads), "--repeats", str(args.repeats),
             "--warmup", str(args.warmup), "--device", args.device, "--csv", f"benchmarks/results/latency{suffix}.csv",
             "--plot", args.plot or f"benchmarks/latency{suffix}.png"]  # fmt: skip

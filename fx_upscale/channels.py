@@ -155,11 +155,15 @@ class ChannelWalk:
         self.zeros[name] = (False,) * len(layout.ids)
         return layout
 
-    def add_read(self, reader: str, source: str, needed: tuple[bool, ...], groups: int = 1) -> None:
-        """A consumer ``reader`` reads ``source``, needing the positions flagged in ``needed``."""
+    def add_read(
+        self, reader: str, source: str, needed: tuple[bool, ...], groups: int = 1, macs_per_channel: int = 0
+    ) -> None:
+        """A consumer ``reader`` reads ``source``, needing the positions flagged in ``needed``; with
+        ``macs_per_channel``, it may also read unneeded channels through zero weight columns at that cost each."""
         read = Read(
             reader=reader, source=source, needed=needed, consumer=True, groups=groups,
             elements_per_channel=self._elements_per_channel(source), element_size=self._element_size(source),
+            macs_per_channel=macs_per_channel,
         )  # fmt: skip
         self.reads.append(read)
 

@@ -12,15 +12,17 @@ from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
+import torch.utils._pytree as pytree
 from torch import nn
 
 from .capture import module_of
 from .channels import ChannelAnalysis, analyse_channels
+from .cost_model import CostModel, default_cost_model, load_cost_model
 from .errors import SpecError, describe_node
 from .ops import HandlerTable, LayerNorm, PerChannel, Unknown, producer_weights
 from .passes import apply_plan
 from .plan_types import ChannelPlan
-from .planning import plan_channels
+from .planning import Pricing, plan_channels
 from .report import ExportReport, build_report, count_parameters
 from .segments import find_segments
 from .spec import PruneSpec
@@ -44,6 +46,9 @@ def export(
     leaf_modules: Iterable[str] = (),
     handlers: HandlerTable | None = None,
     capture: str = "auto",
+    backend: str = "eager",
+    cost_model: CostModel | None = None,
+    zero_columns: bool = False,
 ) -> ExportResult:
     """Export ``model`` with the channels of ``spec`` physically removed.
 
@@ -56,7 +61,12 @@ def export(
     ``fx_upscale.default_handlers()``). ``capture`` chooses the front end: ``"auto"`` (symbolic tracing, or
     ``torch.export`` when that fails or its graph does not reproduce the model's outputs), ``"symbolic_trace"`` or
     ``"torch.export"``; ``report.capture`` says which made the graph. ``model`` may also be a ``GraphModule`` or
-    a ``torch.export.ExportedProgram``. The caller's model is never modified.
+    a ``torch.export.ExportedProgram``. ``backend`` (``"eager"`` or ``"compile"``) is how the export will run: mode
+    ``upscale`` chooses each consumer's access by the latency ``cost_model`` predicts for it (default: the
+    calibration ``fx-upscale calibrate`` cached for the example inputs' device and dtype, else defaults; see
+    ``cost_model.py``); ``zero_columns=True`` lets a consumer read channels it does not need through zero weight
+    columns where that is predicted faster than a copy (the export then keeps those columns: more parameters than
+    baseline). The caller's model is never modified.
     """
     start = time.perf_counter()
     inputs = normalize_inputs(example_inputs)
@@ -69,7 +79,8 @@ def export(
     analysis = analyse_channels(graph_module, handlers)
     if spec is not None:
         check_output_channels(spec, analysis)
-    channel_plan = plan_channels(analysis, find_segments(analysis), mode, on_unsupported)
+    pricing = Pricing(cost_model or _cost_model_for(inputs, backend), zero_columns)
+    channel_plan = plan_channels(analysis, find_segments(analysis), mode, on_unsupported, pricing)
     if spec is not None:
         check_spec_is_read(spec, analysis)  # after planning, which names an unmapped op inside a pruned segment
     params_before = count_parameters(graph_module)
@@ -80,20 +91,32 @@ def export(
     return ExportResult(graph_module, report, channel_plan)
 
 
+def _cost_model_for(inputs: Sequence, backend: str) -> CostModel:
+    """The cached calibration (or defaults) for the device and dtype of the first floating-point example input."""
+    tensors = [t for t in pytree.tree_leaves(list(inputs)) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not tensors:
+        return load_cost_model(backend=backend)
+    return load_cost_model(tensors[0].device, tensors[0].dtype, backend)
+
+
 def plan(
     graph_module: fx.GraphModule,
     *,
     mode: str = "upscale",
     on_unsupported: str = "raise",
     handlers: HandlerTable | None = None,
+    cost_model: CostModel | None = None,
 ) -> ChannelPlan:
-    """The :class:`ChannelPlan` for a shape-annotated GraphModule holding masked weights (see ``tracing.trace``).
+    """The :class:`ChannelPlan` for a shape-annotated GraphModule holding masked weights (see ``tracing.trace``);
+    ``cost_model`` prices the accesses mode ``upscale`` chooses between (default: ``default_cost_model()``).
 
     Apply it with ``fx_upscale.passes.apply_plan(graph_module, plan)``, or put
     ``fx_upscale.passes.upscale_passes(plan)`` in your own ``PassManager``.
     """
     analysis = analyse_channels(graph_module, handlers)
-    return plan_channels(analysis, find_segments(analysis), mode, on_unsupported)
+    return plan_channels(
+        analysis, find_segments(analysis), mode, on_unsupported, Pricing(cost_model or default_cost_model())
+    )
 
 
 def check_output_channels(spec: PruneSpec, analysis: ChannelAnalysis) -> None:

@@ -3,10 +3,12 @@
 For one model and one mask, :func:`build_variants` makes five modules: the unpruned model, the ``constrained``,
 ``baseline`` and ``upscale`` exports, and the copy-free oracle (:func:`copy_free_oracle`: the upscale export with
 every inserted gather replaced by a ``narrow`` view of the same shape, which is not exact but is the floor that
-reordering can reach). :func:`measure` times them, eager and under ``torch.compile``, round-robin (the order
-rotates with each repetition) and returns one :class:`Timing` per variant with the median, quartiles, min and max,
-and the elements each variant copies in an eager forward (:func:`measure_copies`), including what convolutions copy
-to make a strided input (a ``narrow`` view of the channel axis at batch > 1) contiguous.
+reordering can reach); the upscale export is planned for the backend it runs under. :func:`measure` times them,
+eager and under ``torch.compile``, round-robin (the order rotates with each repetition) and returns one
+:class:`Timing` per variant and backend with the median, quartiles, min and max, the latency the cost model
+predicts (``cost_model.predict_latency``), and the elements each variant copies in an eager forward
+(:func:`measure_copies`), including what convolutions copy to make a strided input (a ``narrow`` view of the
+channel axis at batch > 1) contiguous.
 Used by ``fx-upscale bench`` (``cli/bench.py``, which also draws its tables) and ``benchmarks/latency.py``; :func:`plot`
 draws the results.
 """
@@ -26,6 +28,7 @@ import torch.fx as fx
 from torch import nn
 
 from .copy_count import count_copies
+from .cost_model import CostModel, load_cost_model, predict_latency
 from .export import export
 from .masking import mask
 
@@ -52,6 +55,8 @@ class Timing:
     load_after: float
     copied_elements: int = 0  # per eager forward: elements copying ops produce (fx_upscale.copy_count)
     conv_copied_elements: int = 0  # per eager forward: elements of strided inputs convolutions make contiguous
+    predicted_ms: float = 0.0  # what the cost model the export was planned with predicts (cost_model.py)
+    cost_model: str = "default"  # its source: "calibrated" or "default"
 
 
 def copy_free_oracle(module: fx.GraphModule) -> fx.GraphModule:
@@ -95,30 +100,44 @@ def build_variants(
     heuristic: str = "l2",
     side: str = "input",
     method: str = "unconstrained",
-) -> dict[str, nn.Module]:
-    """The five modules of :data:`VARIANTS` for ``model`` masked at ``amount`` (exports traced at ``example``)."""
+    backends: Sequence[str] = ("eager",),
+    cost_models: dict[str, CostModel] | None = None,
+) -> dict[str, dict[str, nn.Module]]:
+    """Per backend, the five modules of :data:`VARIANTS` for ``model`` masked at ``amount`` (exports traced at
+    ``example``); the upscale export (and its oracle) is planned with that backend's cost model (default: the
+    cached calibration), the others are the same modules for every backend."""
     model = model.eval()
     spec = mask(model, example, amount=amount, heuristic=heuristic, side=side, method=method)
-    exports = {
-        mode: export(model, example, spec=spec, mode=mode).module for mode in ("constrained", "baseline", "upscale")
-    }
-    return {"unpruned": model, **exports, "oracle": copy_free_oracle(exports["upscale"])}
+    shared = {mode: export(model, example, spec=spec, mode=mode).module for mode in ("constrained", "baseline")}
+    variants = {}
+    for backend in backends:
+        cost_model = (cost_models or {}).get(backend)
+        upscale = export(model, example, spec=spec, backend=backend, cost_model=cost_model).module
+        variants[backend] = {"unpruned": model, **shared, "upscale": upscale, "oracle": copy_free_oracle(upscale)}
+    return variants
 
 
 def measure(
     name: str,
-    variants: dict[str, nn.Module],
+    variants: dict[str, dict[str, nn.Module]],
     inputs: torch.Tensor,
     *,
-    backends: Sequence[str] = ("eager",),
     repeats: int = 10,
     warmup: int = 2,
     progress: Progress | None = None,
+    cost_models: dict[str, CostModel] | None = None,
 ) -> list[Timing]:
-    """Time every variant under every backend on ``inputs``, interleaved; one :class:`Timing` each."""
-    copies = {variant: measure_copies(module, inputs) for variant, module in variants.items()}
-    callables = {(backend, variant): _prepare(module, backend) for backend in backends for variant, module in
-                 variants.items()}  # fmt: skip
+    """Time every variant under every backend of ``variants`` (backend -> variant -> module) on ``inputs``,
+    interleaved; one :class:`Timing` each, with the latency ``cost_models[backend]`` predicts (default: the
+    cached calibration)."""
+    cost_models = cost_models or {}
+    modules = {(backend, variant): module for backend, row in variants.items() for variant, module in row.items()}
+    copies = {key: measure_copies(module, inputs) for key, module in modules.items()}
+    predicted = {}
+    for (backend, variant), module in modules.items():
+        cost_model = cost_models.get(backend) or load_cost_model(inputs.device, inputs.dtype, backend)
+        predicted[backend, variant] = (predict_latency(module, inputs, cost_model).milliseconds, cost_model.source)
+    callables = {key: _prepare(module, key[0]) for key, module in modules.items()}
     load_before = os.getloadavg()[0]
     samples = time_round_robin(callables, inputs, repeats=repeats, warmup=warmup, progress=progress)
     load_after = os.getloadavg()[0]
@@ -135,7 +154,8 @@ def measure(
             *summarize(samples[backend, variant]),
             load_before,
             load_after,
-            *copies[variant],
+            *copies[backend, variant],
+            *predicted[backend, variant],
         )  # fmt: skip
         for backend, variant in callables
     ]
@@ -273,6 +293,7 @@ def run(
     config: BenchConfig,
     load: Callable[[str], tuple[nn.Module, tuple[int, ...]]],
     progress: Progress | None = None,
+    cost_models: dict[str, CostModel] | None = None,
 ) -> list[Timing]:
     """Every model of ``config``, at every batch size: its variants, exported at that batch, then timed.
 
@@ -287,11 +308,12 @@ def run(
         for batch in config.batches:
             inputs = torch.randn(batch, *shape[1:], generator=generator, dtype=config.dtype).to(config.device)
             variants = build_variants(model, inputs, amount=config.amount, heuristic=config.heuristic,
-                                      side=config.side, method=config.method)  # fmt: skip
+                                      side=config.side, method=config.method, backends=config.backends_for(name),
+                                      cost_models=cost_models)  # fmt: skip
             if progress:
                 progress(f"{name}: exported at batch {batch}")
-            timings += measure(name, variants, inputs, backends=config.backends_for(name), repeats=config.repeats,
-                               warmup=config.warmup, progress=progress)  # fmt: skip
+            timings += measure(name, variants, inputs, repeats=config.repeats, warmup=config.warmup,
+                               progress=progress, cost_models=cost_models)  # fmt: skip
     return timings
 
 

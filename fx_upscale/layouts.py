@@ -32,3 +32,4 @@ class Read:
     elements_per_channel: int  # elements one channel of ``source`` holds at the example inputs
     element_size: int = 4  # bytes per element of ``source``
     groups: int = 1  # a grouped convolution reads ``groups`` equal blocks, in order, one per group
+    macs_per_channel: int = 0  # multiply-adds one more channel read costs (0: it cannot read unneeded channels)

@@ -182,7 +182,7 @@ def test_bench_writes_a_row_per_model_batch_backend_and_variant(tmp_path, capsys
 
 def test_copy_free_oracle_replaces_each_gather_by_a_view_of_the_same_shape():
     model, x = small_net().eval(), torch.randn(2, 3, 12, 12)
-    variants = latency.build_variants(model, x, amount=0.4)
+    variants = latency.build_variants(model, x, amount=0.4)["eager"]
     upscale, oracle = variants["upscale"], variants["oracle"]
     gathers = [n for n in upscale.graph.nodes if n.target is torch.index_select]
     assert gathers and not any(n.target is torch.index_select for n in oracle.graph.nodes)
@@ -198,7 +198,7 @@ def test_copy_free_oracle_replaces_each_gather_by_a_view_of_the_same_shape():
 
 def test_narrow_views_are_free_at_batch_one_and_copied_by_convolutions_above():
     model = small_net().eval()
-    variants = latency.build_variants(model, torch.randn(1, 3, 12, 12), amount=0.4)
+    variants = latency.build_variants(model, torch.randn(1, 3, 12, 12), amount=0.4)["eager"]
     narrows = [n for n in variants["upscale"].graph.nodes if n.target is torch.narrow]
     assert narrows
     one = latency.measure_copies(variants["upscale"], torch.randn(1, 3, 12, 12))

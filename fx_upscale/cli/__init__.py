@@ -5,13 +5,15 @@
   ``summary.md``;
 - ``explain MODEL``: per segment, its producers and each consumer's access and why; ``--graph`` draws the segment
   graph (``.dot`` always, ``.png`` / ``.svg`` with matplotlib);
-- ``bench MODEL...``: the latency of the unpruned model and of every export (``latency.py``).
+- ``bench MODEL...``: the latency of the unpruned model and of every export (``latency.py``), measured and
+  predicted;
+- ``calibrate``: measure the latency cost model's constants here and cache them (``cost_model.py``).
 
 MODEL is a torchvision model name (needs ``fx_upscale[models]``) or ``package.module:factory``. Errors print one
 line (``--debug`` shows the traceback). Start reading at :func:`main`; then ``parser.py`` (every option),
 ``pipeline.py`` (the steps prune and explain share), and one module per command: ``prune.py``, ``explain.py``
-(``graph.py`` draws its segment graph), ``bench.py``. ``models.py`` loads MODEL, ``progress.py`` holds the progress
-bar and the check for the ``cli`` extra, ``errors.py`` the one-line errors.
+(``graph.py`` draws its segment graph), ``bench.py``, ``calibrate.py``. ``models.py`` loads MODEL,
+``progress.py`` holds the progress bar and the check for the ``cli`` extra, ``errors.py`` the one-line errors.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import traceback
 from collections.abc import Sequence
 
 from .bench import command_bench
+from .calibrate import command_calibrate
 from .errors import CommandError, one_line
 from .explain import command_explain
 from .models import DTYPES, load_model
@@ -48,7 +51,7 @@ __all__ = [
     "run_steps",
 ]
 
-COMMANDS = {"prune": command_prune, "explain": command_explain, "bench": command_bench}
+COMMANDS = {"prune": command_prune, "explain": command_explain, "bench": command_bench, "calibrate": command_calibrate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .. import latency as lat
+from ..cost_model import CostModel, calibrate, save_cost_model
 from ..tables import format_table
 from .errors import CommandError
 from .models import DTYPES, load_model
@@ -34,13 +35,20 @@ def command_bench(args: argparse.Namespace) -> int:
         model, shape = load_model(name)
         return model, args.input_shape or shape
 
+    cost_models = None
+    if args.calibrate:
+        cost_models = {b: calibrate(args.device, DTYPES[args.dtype], b) for b in args.backend}
+        for model in cost_models.values():
+            print(f"calibrated {model.key} (cached in {save_cost_model(model)})")
     load_before = os.getloadavg()
-    timings = bench_cases(config, load, quiet=args.quiet)
+    timings = bench_cases(config, load, quiet=args.quiet, cost_models=cost_models)
     load_after = os.getloadavg()
     print(f"{args.amount:.0%} {args.side}-side {args.method} {args.heuristic} masks, {args.dtype}, device "
           f"{args.device}, threads {args.threads}, {args.repeats} interleaved repeats (median [q1–q3] ms), load "
           f"average {load_before[0]:.2f} before / {load_after[0]:.2f} after, torch {torch.__version__}")  # fmt: skip
     print(latency_table(timings))
+    print("\nPredicted by the cost model the exports were planned with (ms), and the error against the measured median")
+    print(prediction_table(timings))
     print("\nElements copied per eager forward (M): by copying ops + by convolutions making strided inputs contiguous")
     print(copies_table(timings))
     if args.csv:
@@ -52,7 +60,9 @@ def command_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def bench_cases(config: lat.BenchConfig, load: Callable, *, quiet: bool) -> list[lat.Timing]:
+def bench_cases(
+    config: lat.BenchConfig, load: Callable, *, quiet: bool, cost_models: dict[str, CostModel] | None = None
+) -> list[lat.Timing]:
     """:func:`latency.run` for each model and batch size of ``config`` in turn (each loads its model afresh, seeded
     alike), with a progress bar over them."""
     cases = [(name, batch) for name in config.models for batch in config.batches]
@@ -60,7 +70,8 @@ def bench_cases(config: lat.BenchConfig, load: Callable, *, quiet: bool) -> list
     with progress_bar(cases, quiet=quiet, description="bench") as bar:
         for name, batch in bar:
             bar.set_description(f"bench {name}, batch {batch}")
-            timings += lat.run(dataclasses.replace(config, models=(name,), batches=(batch,)), load, bar.set_postfix_str)
+            case = dataclasses.replace(config, models=(name,), batches=(batch,))
+            timings += lat.run(case, load, bar.set_postfix_str, cost_models)
     return timings
 
 
@@ -72,6 +83,34 @@ def latency_table(timings: Sequence[lat.Timing]) -> str:
     rows = [[*key, *(_quartiles(row.get(v)) for v in present), _ratio(row, "oracle"), _ratio(row, "baseline")]
             for key, row in groups.items()]  # fmt: skip
     return format_table(rows, headers, markdown=True)
+
+
+def prediction_table(timings: Sequence[lat.Timing]) -> str:
+    """A Markdown table: per model, batch and backend, each variant's predicted ms and its error against the
+    measured median, and whether the prediction ranks the variants as the medians do."""
+    groups = _by_variant(timings, lambda t: (t.model, t.batch, t.backend))
+    present = [v for v in lat.VARIANTS if any(v in row for row in groups.values())]
+    rows = []
+    for key, row in groups.items():
+        cells = [_predicted(row.get(v)) for v in present]
+        rows.append([*key, *cells, "yes" if _same_ranking(row) else "no"])
+    return format_table(rows, ["model", "batch", "backend", *present, "ranks as measured"], markdown=True)
+
+
+def _predicted(t: lat.Timing | None) -> str:
+    return "" if t is None else f"{t.predicted_ms:.1f} ({100 * (t.predicted_ms / t.median_ms - 1):+.0f}%)"
+
+
+def _same_ranking(row: dict[str, lat.Timing]) -> bool:
+    """Whether predicted and measured medians order the variants alike, ignoring pairs whose measured
+    quartiles overlap (noise) and the oracle (not exact, a floor)."""
+    variants = [t for v, t in row.items() if v != "oracle"]
+    for a in variants:
+        for b in variants:
+            apart = a.q3_ms < b.q1_ms
+            if apart and not a.predicted_ms < b.predicted_ms:
+                return False
+    return True
 
 
 def copies_table(timings: Sequence[lat.Timing]) -> str:

@@ -1,6 +1,6 @@
-"""The ``fx-upscale`` argument parser: :func:`build_parser` (the ``prune``, ``explain`` and ``bench`` commands and
-every option, with its help), the option value types (:func:`parse_shape` and friends), and usage errors in one line
-(exit status 2). Start reading at :func:`build_parser`."""
+"""The ``fx-upscale`` argument parser: :func:`build_parser` (the ``prune``, ``explain``, ``bench`` and ``calibrate``
+commands and every option, with its help), the option value types (:func:`parse_shape` and friends), and usage
+errors in one line (exit status 2). Start reading at :func:`build_parser`."""
 
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--gathers-only", action="store_true", help="only segments with a gather")
     explain.add_argument("--graph", metavar="PATH", help="draw the segment graph: .dot (text), .png or .svg")
     _add_bench_parser(commands)
+    _add_calibrate_parser(commands)
     return parser
 
 
@@ -178,6 +179,24 @@ def _add_bench_parser(commands) -> None:
     bench.add_argument("--repeats", type=_positive, default=10, help="timed rounds over all variants (default 10)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed calls per variant first (default 2)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
+    bench.add_argument("--calibrate", action="store_true", help="calibrate the cost model first (fx-upscale calibrate)")
     bench.add_argument("--csv", metavar="PATH", help="write one row per model, batch, backend and variant")
     bench.add_argument("--plot", metavar="PATH", help="draw a bar plot (.png or .svg; needs matplotlib)")
     _add_common(bench)
+
+
+def _add_calibrate_parser(commands) -> None:
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="measure the latency cost model's constants here and cache them",
+        description="Time narrow views, small ops, convolutions, batch norms, cat inputs, copies and multiply-adds "
+        "on this machine (a few seconds per backend) and cache the constants under the device, dtype, backend, "
+        "thread count and torch version (in $FX_UPSCALE_CACHE, default ~/.cache/fx_upscale): exports made with "
+        "mode upscale there choose each consumer's access by the latency they predict.",
+    )
+    calibrate.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to measure (default cpu)")
+    calibrate.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="dtype (default float32)")
+    calibrate.add_argument("--backend", choices=lat.BACKENDS, nargs="+", default=["eager"],
+                           help="eager and/or compile (default eager)")  # fmt: skip
+    calibrate.add_argument("--threads", type=_positive, default=1, help="torch threads (default 1)")
+    _add_common(calibrate)

@@ -11,6 +11,7 @@ Depthwise convolutions keep channel identity: :class:`ConvHandler` recognises th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -155,7 +156,8 @@ class WeightedHandler(OpHandler[Weighted]):
             return False
         columns = weight.transpose(0, role.weight_in_axis).reshape(weight.shape[role.weight_in_axis], -1)
         used = columns.ne(0).any(dim=1).reshape(len(source.ids), source.repeat).any(dim=1).tolist()
-        walk.add_read(node.name, role.data, tuple(u and not z for u, z in zip(used, walk.zeros[role.data])))
+        needed = tuple(u and not z for u, z in zip(used, walk.zeros[role.data]))
+        walk.add_read(node.name, role.data, needed, macs_per_channel=_macs_per_channel(node, weight, role, source))
         rows = weight.transpose(0, role.weight_out_axis).reshape(weight.shape[role.weight_out_axis], -1)
         zero = rows.eq(0).all(dim=1)
         if role.bias is not None:
@@ -191,6 +193,13 @@ class WeightedHandler(OpHandler[Weighted]):
             found = implied_mismatches(module, {"out_features": rows, "in_features": axis_size(module.weight, 1)})
             return found + _bias_mismatches(module.bias, rows)
         return []
+
+
+def _macs_per_channel(node: fx.Node, weight: torch.Tensor, role: Weighted, source: Layout) -> int:
+    """Multiply-adds one input channel costs at the example inputs: every output element reads its
+    ``repeat`` features through the kernel's taps."""
+    taps = weight.numel() // (weight.shape[role.weight_in_axis] * weight.shape[role.weight_out_axis])
+    return math.prod(shape(node)) * taps * source.repeat
 
 
 class GroupedHandler(OpHandler[Grouped]):

@@ -22,7 +22,7 @@ from ..ops import RewriteContext, Updates
 from ..plan_types import ChannelPlan, SegmentPlan
 from ..segments import Segment
 from .access import Accesses, consumer_accesses
-from .context import SegmentContext, check_barriers, segment_context
+from .context import Pricing, SegmentContext, check_barriers, segment_context
 from .keep import KeptChannels, kept_channels
 from .order import Ordering, order_channels
 from .policy import POLICIES, Policy, policy_for
@@ -30,6 +30,7 @@ from .policy import POLICIES, Policy, policy_for
 __all__ = [
     "POLICIES",
     "Accesses",
+    "Pricing",
     "KeptChannels",
     "Ordering",
     "Policy",
@@ -46,15 +47,17 @@ __all__ = [
 
 
 def plan_channels(
-    analysis: ChannelAnalysis, segments: tuple[Segment, ...], mode: str, on_unsupported: str = "raise"
-) -> ChannelPlan:
-    """The :class:`ChannelPlan` for ``mode`` over every segment."""
+    analysis: ChannelAnalysis, segments: tuple[Segment, ...], mode: str, on_unsupported: str = "raise",
+    pricing: Pricing | None = None,
+) -> ChannelPlan:  # fmt: skip
+    """The :class:`ChannelPlan` for ``mode`` over every segment; ``pricing`` (default: the default cost model, no
+    zero-column reads) prices the accesses."""
     policy = policy_for(mode)
     if on_unsupported not in ("raise", "freeze"):
         raise ValueError(f"on_unsupported must be 'raise' or 'freeze', not {on_unsupported!r}")
     physical: dict[str, tuple[int, ...]] = {}
     segment_plans = []
-    for context in segment_contexts(analysis, segments, policy):
+    for context in segment_contexts(analysis, segments, policy, pricing):
         segment_plan, segment_physical = plan_segment(context, on_unsupported)
         segment_plans.append(segment_plan)
         physical.update(segment_physical)
@@ -65,7 +68,9 @@ def plan_channels(
     )  # fmt: skip
 
 
-def segment_contexts(analysis: ChannelAnalysis, segments: tuple[Segment, ...], policy: Policy) -> list[SegmentContext]:
+def segment_contexts(
+    analysis: ChannelAnalysis, segments: tuple[Segment, ...], policy: Policy, pricing: Pricing | None = None
+) -> list[SegmentContext]:
     """One :class:`SegmentContext` per segment, in order: what each stage reads."""
     owners: dict[int, set[str]] = {}
     for i, owner in analysis.owner.items():
@@ -75,9 +80,10 @@ def segment_contexts(analysis: ChannelAnalysis, segments: tuple[Segment, ...], p
     for read in analysis.reads:
         reads_of.setdefault(read.source, []).append(read)
     contexts = []
+    pricing = pricing or Pricing()
     for segment in segments:
         reads = tuple(read for name in segment.tensors for read in reads_of.get(name, ()))
-        contexts.append(segment_context(analysis, segment, policy, reads, owners_of))
+        contexts.append(segment_context(analysis, segment, policy, reads, owners_of, pricing))
     return contexts
 
 

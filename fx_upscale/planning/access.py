@@ -6,6 +6,11 @@ reads its whole input. With ``policy.absorb``, a consumer reading a ``cat`` thro
 selection absorbed into the cat (``absorption.py``); with ``policy.share_gathers``, consumers gathering from one
 tensor share gathers (``ordering.share_gathers``) where a channel range of the shared gather is a free view: at the
 example inputs' batch 1, not at a larger batch, where the convolution reading a range would copy it again.
+
+With ``policy.by_latency`` the cost model (``cost_model.py``) chooses, per consumer, the read predicted fastest
+(:func:`_cheapest_read`): the exact range or gather, the smallest enclosing range or the whole tensor read through
+zero weight columns; and whether a selection is absorbed into its cat (each piece a dispatched view) or the whole
+cat is read (:func:`_absorbs`). Every consumer's access carries its predicted cost.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 from ..absorption import cat_pieces
 from ..layouts import Read
+from ..ops import Concat
 from ..ordering import Access, Full, Gather, Narrow, choose_access, share_gathers
 from ..plan_types import CatSelection, ConsumerAccess
 from .context import SegmentContext
@@ -41,7 +47,10 @@ def consumer_accesses(context: SegmentContext, reads: tuple[Read, ...], ordering
         access: Access = Full()
         if not context.policy.whole_reads:
             access = choose_access(ordering.layouts[read.source], needed, allow_narrow=context.policy.narrow)
-        if read.reader in context.absorbable and not isinstance(access, Full):
+        absorb = read.reader in context.absorbable and not isinstance(access, Full)
+        if context.policy.by_latency and not isinstance(access, Full):
+            access, absorb = _choose_by_latency(context, read, access, len(needed), physical)
+        if absorb:
             selections.append(_absorb(context, read, _columns(access, physical[read.source]), physical))
             access = Full()
         choices[read.reader] = (access, len(needed))
@@ -111,6 +120,68 @@ def _absorb(
     for name in chain:
         physical[name] = selected
     return CatSelection(cat=chain[0], pieces=pieces, consumer=read.reader)
+
+
+def _choose_by_latency(
+    context: SegmentContext, read: Read, exact: Access, needed: int, physical: dict[str, tuple[int, ...]]
+) -> tuple[Access, bool]:
+    """The access predicted fastest, and whether the exact selection is instead absorbed into a cat."""
+    plain = _cheapest_read(context, read, exact, needed, len(physical[read.source]))
+    if read.reader in context.absorbable:
+        if _absorbs(context, read, plain, _columns(exact, physical[read.source]), needed, physical):
+            return exact, True
+    return plain, False
+
+
+def _cheapest_read(context: SegmentContext, read: Read, access: Access, needed: int, available: int) -> Access:
+    """Of ``access`` (the exact range or gather), the smallest range enclosing a gather's channels and the whole
+    tensor, both read through zero weight columns, the one the cost model predicts fastest."""
+    candidates = [access]
+    if context.pricing.zero_columns and read.macs_per_channel and read.groups == 1:
+        if isinstance(access, Gather):
+            first, last = access.indices[0], access.indices[-1]
+            candidates.append(Narrow(first, last - first + 1))
+        candidates.append(Full())
+    return min(candidates, key=lambda candidate: read_seconds(context, read, candidate, needed, available))
+
+
+def read_seconds(context: SegmentContext, read: Read, access: Access, needed: int, available: int) -> float:
+    """Predicted seconds ``read`` spends on its access: a gather's copy, a range's view (and the copy a
+    convolution makes of a strided one), and the multiply-adds of channels read through zero weight columns."""
+    cost = context.pricing.cost_model
+    channel_bytes = read.elements_per_channel * read.element_size
+    if isinstance(access, Gather):
+        return 0.0 if access.within else cost.gather(len(access.indices) * channel_bytes)
+    length = access.length if isinstance(access, Narrow) else available
+    extra = cost.zero_columns(max(0, length - needed) * read.macs_per_channel)
+    if isinstance(access, Full):
+        return extra
+    return extra + cost.narrow(length * channel_bytes, _narrows_are_views(context, read.source))
+
+
+def _absorbs(
+    context: SegmentContext, read: Read, plain: Access, selected: tuple[int, ...], needed: int,
+    physical: dict[str, tuple[int, ...]],
+) -> bool:  # fmt: skip
+    """Whether concatenating only ``selected`` (one view per partial piece) and running the per-channel ops on
+    them is predicted faster than the whole cat, the ops on every channel, and the ``plain`` read."""
+    cost, analysis = context.pricing.cost_model, context.analysis
+    chain = context.absorbable[read.reader]
+    cat = analysis.roles[chain[0]]
+    assert isinstance(cat, Concat), "an absorbing chain starts at a cat"
+    pieces = cat_pieces(analysis, chain[0], selected, physical)
+    channels, cat_bytes = len(physical[chain[0]]), _channel_bytes(context, chain[0])
+    absorbed = cost.cat(sum(not p.whole for p in pieces), len(pieces), len(selected) * cat_bytes)
+    whole = cost.cat(0, len(cat.inputs), channels * cat_bytes)
+    for name in chain[1:]:
+        absorbed += cost.pointwise(len(selected) * _channel_bytes(context, name))
+        whole += cost.pointwise(channels * _channel_bytes(context, name))
+    return absorbed <= whole + read_seconds(context, read, plain, needed, len(physical[read.source]))
+
+
+def _channel_bytes(context: SegmentContext, name: str) -> int:
+    meta = context.analysis.nodes[name].meta["tensor_meta"]
+    return math.prod(meta.shape) * meta.dtype.itemsize // max(1, len(context.analysis.layouts[name].ids))
 
 
 def _columns(access: Access, physical: tuple[int, ...]) -> tuple[int, ...]:

@@ -8,13 +8,24 @@ and whatever a barrier such as the graph output reads); a *consumer read* is a c
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..channels import ChannelAnalysis
+from ..cost_model import CostModel, default_cost_model
 from ..errors import UnsupportedOpError, describe_node
 from ..layouts import Read
 from ..segments import Segment
 from .policy import Policy
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """How mode ``upscale`` prices accesses: the latency ``cost_model``, and whether a consumer may read channels
+    it does not need through zero weight columns (an enclosing range or its whole input instead of a gather: it
+    keeps those columns, so the export holds more parameters than baseline's; off by default)."""
+
+    cost_model: CostModel = field(default_factory=default_cost_model)
+    zero_columns: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +38,7 @@ class SegmentContext:
     owners_of: Mapping[int, frozenset[str]]  # channel class -> the nodes creating its ids
     pinned: frozenset[int]
     absorbable: Mapping[str, tuple[str, ...]]  # consumer -> the chain from a cat to what it reads (policy.absorb)
+    pricing: Pricing  # prices each consumer's access (policy.by_latency chooses by it)
 
     def classes_read(self, read: Read, only_needed: bool) -> set[int]:
         classes = self.analysis.classes(read.source)
@@ -35,7 +47,7 @@ class SegmentContext:
 
 def segment_context(
     analysis: ChannelAnalysis, segment: Segment, policy: Policy, reads: tuple[Read, ...],
-    owners_of: Mapping[int, frozenset[str]],
+    owners_of: Mapping[int, frozenset[str]], pricing: Pricing,
 ) -> SegmentContext:  # fmt: skip
     from ..absorption import absorbing_chain
 
@@ -52,7 +64,7 @@ def segment_context(
             pinned |= {c for c in analysis.classes(read.source)}
     return SegmentContext(
         analysis=analysis, segment=segment, policy=policy, reads=reads, consumer_reads=consumer_reads,
-        owners_of=owners_of, pinned=frozenset(pinned), absorbable=absorbable,
+        owners_of=owners_of, pinned=frozenset(pinned), absorbable=absorbable, pricing=pricing,
     )  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """Export modes as small policy objects: what the planner's stages do differently per mode.
 
->>> POLICIES["constrained"].whole_reads, POLICIES["baseline"].reorder, POLICIES["upscale"].narrow
+>>> POLICIES["constrained"].whole_reads, POLICIES["baseline"].reorder, POLICIES["upscale"].by_latency
 (True, False, True)
 """
 
@@ -20,10 +20,14 @@ class Policy:
     narrow: bool  # a consumer may read a contiguous range as a view (else it gathers whatever it does not read whole)
     absorb: bool  # a consumer reading a cat through per-channel ops has its selection absorbed into the cat
     share_gathers: bool  # consumers gathering from one tensor share gathers where a range is a view
+    by_latency: bool = False  # each consumer reads the way the cost model predicts fastest (zero weight columns,
+    # an enclosing range, a gather, a selection absorbed into a cat or not)
 
 
 POLICIES: dict[Mode, Policy] = {
-    "upscale": Policy(mode="upscale", whole_reads=False, reorder=True, narrow=True, absorb=True, share_gathers=True),
+    "upscale": Policy(
+        mode="upscale", whole_reads=False, reorder=True, narrow=True, absorb=True, share_gathers=True, by_latency=True
+    ),
     "baseline": Policy(
         mode="baseline", whole_reads=False, reorder=False, narrow=False, absorb=False, share_gathers=False
     ),
