@@ -87,7 +87,8 @@ def export(
     apply_plan(graph_module, channel_plan, handlers=handlers)
     seconds = time.perf_counter() - start
     capture_used = "torch.export" if from_program else captured.capture
-    report = build_report(channel_plan, graph_module, params_before, seconds, capture_used)
+    cost = f"{pricing.cost_model.key} ({pricing.cost_model.source})"
+    report = build_report(channel_plan, graph_module, params_before, seconds, capture_used, cost)
     return ExportResult(graph_module, report, channel_plan)
 
 

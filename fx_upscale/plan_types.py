@@ -112,6 +112,8 @@ class ConsumerAccess:
     absorbed_into: str | None = None  # the cat that now concatenates only what it needs
     element_size: int = 4  # bytes per element of its input
     groups: int = 1  # a grouped convolution: reads equal blocks of channels, one per group, in group order
+    predicted_seconds: float = 0.0  # what its access costs per forward, by the cost model it was planned with
+    not_absorbed: bool = False  # it could have had a cat concatenate its selection, predicted slower
 
     @property
     def copied_bytes(self) -> int:

@@ -29,6 +29,7 @@ class ConsumerReport:
     copied_elements: int
     copied_bytes: int
     reason: str
+    predicted_seconds: float = 0.0  # what its access costs per forward, predicted (cost_model.py)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class ExportReport:
     frozen: tuple[str, ...]  # unknown ops whose channels were kept (on_unsupported="freeze")
     export_seconds: float
     capture: str = "symbolic_trace"  # the front end that made the graph: symbolic_trace, torch.export, graph_module
+    predicted_access_seconds: float = 0.0  # the consumers' accesses per forward, predicted by the cost model
+    cost_model: str = ""  # the cost model the accesses were priced with: its key and source
+
+    @property
+    def predicted_access_ms(self) -> float:
+        return 1000 * self.predicted_access_seconds
 
     def summary(self) -> str:
         """One line of the headline numbers."""
@@ -67,13 +74,15 @@ class ExportReport:
             f"({100 * self.params_after / max(1, self.params_before):.1f}%), gathers {self.gathers}, "
             f"narrows {self.narrows}, copied elements {self.copied_elements:,}, absorbed {self.absorbed}, "
             f"extra pruned channels {self.extra_pruned_channels}, kept for groups {self.kept_for_groups}, "
-            f"{self.export_seconds:.2f} s, captured by {self.capture}"
+            f"{self.export_seconds:.2f} s, captured by {self.capture}, accesses predicted "
+            f"{self.predicted_access_ms:.3f} ms"
         )
 
 
 def build_report(
-    plan: ChannelPlan, module: fx.GraphModule, params_before: int, seconds: float, capture: str = "symbolic_trace"
-) -> ExportReport:
+    plan: ChannelPlan, module: fx.GraphModule, params_before: int, seconds: float, capture: str = "symbolic_trace",
+    cost_model: str = "",
+) -> ExportReport:  # fmt: skip
     inserted = [node for node in module.graph.nodes if "upscale" in node.meta and "access" in node.meta["upscale"]]
     segments = tuple(_segment_report(segment) for segment in plan.segments)
     return ExportReport(
@@ -91,6 +100,8 @@ def build_report(
         frozen=tuple(name for segment in plan.segments for name in segment.frozen_by),
         export_seconds=seconds,
         capture=capture,
+        predicted_access_seconds=sum(a.predicted_seconds for a in plan.accesses),
+        cost_model=cost_model,
     )
 
 
@@ -112,10 +123,21 @@ def _consumer_report(access: ConsumerAccess) -> ConsumerReport:
     if access.absorbed_into:
         kind = "absorbed"
         reason = f"cat {access.absorbed_into!r} concatenates only the {read} channels it needs, from narrow views"
+    elif isinstance(access.access, (Full, Narrow)) and read > access.channels_needed:
+        what = "every channel its input keeps" if isinstance(access.access, Full) else f"a range of {read} channels"
+        reason = (
+            f"reads {what}, the {read - access.channels_needed} it does not need through zero weight columns: "
+            "predicted faster than a gather"
+        )
     elif isinstance(access.access, Full):
         reason = "reads every channel its input keeps"
     elif isinstance(access.access, Narrow):
         reason = f"the {read} channels it needs are contiguous: a view"
+    elif access.not_absorbed:
+        reason = (
+            f"gathers {read} of {access.channels_available} channels after its cat: predicted faster than the cat "
+            "concatenating only them from views"
+        )
     elif access.groups > 1:
         reason = (
             f"a convolution with {access.groups} groups reads its {read} channels as equal blocks in group order, "
@@ -133,5 +155,5 @@ def _consumer_report(access: ConsumerAccess) -> ConsumerReport:
             reason += f"; its gather copies {len(access.access.indices)}, shared by other consumers"
     return ConsumerReport(
         access.node, access.source, kind, read, access.channels_needed, access.channels_available,
-        access.copied_elements, access.copied_bytes, reason,
+        access.copied_elements, access.copied_bytes, reason, access.predicted_seconds,
     )  # fmt: skip

@@ -52,7 +52,7 @@ def explain_text(segments: Sequence) -> str:
 
 
 def consumer_table(consumers: Sequence) -> str:
-    headers = ("consumer", "reads", "access", "needed/available", "copied", "why")
+    headers = ("consumer", "reads", "access", "needed/available", "copied", "predicted µs", "why")
     rows = [(c.node, c.source, c.access, f"{c.channels_needed}/{c.channels_available}", f"{c.copied_elements:,}",
-             c.reason) for c in consumers]  # fmt: skip
+             f"{1e6 * c.predicted_seconds:.1f}", c.reason) for c in consumers]  # fmt: skip
     return format_table(rows, headers)

@@ -56,14 +56,14 @@ def consumer_accesses(context: SegmentContext, reads: tuple[Read, ...], ordering
         choices[read.reader] = (access, len(needed))
     if context.policy.share_gathers:
         choices.update(_shared_gathers(context, reads, choices))
-    absorbed = {selection.consumer: selection.cat for selection in selections}
+    absorbed = {selection.consumer: selection for selection in selections}
     consumers = _consumer_accesses(context, reads, choices, ordering, physical, absorbed)
     return Accesses(consumers=consumers, cat_selections=tuple(selections), physical=physical)
 
 
 def _consumer_accesses(
     context: SegmentContext, reads: tuple[Read, ...], choices: Mapping[str, Choice], ordering: Ordering,
-    physical: Mapping[str, tuple[int, ...]], absorbed: Mapping[str, str],
+    physical: Mapping[str, tuple[int, ...]], absorbed: Mapping[str, CatSelection],
 ) -> tuple[ConsumerAccess, ...]:  # fmt: skip
     accesses: list[ConsumerAccess] = []
     gathers: dict[tuple[str, tuple[int, ...]], str] = {}  # one gather per distinct (source, indices)
@@ -74,16 +74,38 @@ def _consumer_accesses(
             shared = gathers.get((read.source, access.indices))
             copied = 0 if shared else len(access.indices) * read.elements_per_channel
             gathers.setdefault((read.source, access.indices), read.reader)
-        layout = context.analysis.layouts[read.source]
+        layout, selection = context.analysis.layouts[read.source], absorbed.get(read.reader)
+        available = len(ordering.layouts[read.source])
+        if selection is not None:
+            seconds = _selection_seconds(context, selection)
+        else:
+            seconds = 0.0 if shared else read_seconds(context, read, access, channels_needed, available)
         accesses.append(
             ConsumerAccess(
                 node=read.reader, source=read.source, axis=layout.axis, repeat=layout.repeat, access=access,
                 columns=_columns(access, physical[read.source]), copied_elements=copied, shared_with=shared,
-                channels_needed=channels_needed, channels_available=len(ordering.layouts[read.source]),
-                absorbed_into=absorbed.get(read.reader), element_size=read.element_size, groups=read.groups,
+                channels_needed=channels_needed, channels_available=available,
+                absorbed_into=selection.cat if selection else None, element_size=read.element_size,
+                groups=read.groups, predicted_seconds=seconds,
+                not_absorbed=read.reader in context.absorbable and selection is None and not isinstance(access, Full),
             )
         )  # fmt: skip
     return tuple(accesses)
+
+
+def _selection_seconds(context: SegmentContext, selection: CatSelection) -> float:
+    """What concatenating a selection costs beyond the whole inputs: a view and a cat input per partial piece."""
+    cost = context.pricing.cost_model
+    partial = sum(not piece.whole for piece in selection.pieces)
+    return partial * cost.view_seconds + max(0, len(selection.pieces) - _cat_inputs(context, selection.cat)) * (
+        cost.input_seconds
+    )
+
+
+def _cat_inputs(context: SegmentContext, cat: str) -> int:
+    role = context.analysis.roles[cat]
+    assert isinstance(role, Concat), "an absorbing chain starts at a cat"
+    return len(role.inputs)
 
 
 def _shared_gathers(context: SegmentContext, reads: tuple[Read, ...], choices: Mapping[str, Choice]) -> dict:
@@ -165,14 +187,12 @@ def _absorbs(
 ) -> bool:  # fmt: skip
     """Whether concatenating only ``selected`` (one view per partial piece) and running the per-channel ops on
     them is predicted faster than the whole cat, the ops on every channel, and the ``plain`` read."""
-    cost, analysis = context.pricing.cost_model, context.analysis
+    cost = context.pricing.cost_model
     chain = context.absorbable[read.reader]
-    cat = analysis.roles[chain[0]]
-    assert isinstance(cat, Concat), "an absorbing chain starts at a cat"
-    pieces = cat_pieces(analysis, chain[0], selected, physical)
+    pieces = cat_pieces(context.analysis, chain[0], selected, physical)
     channels, cat_bytes = len(physical[chain[0]]), _channel_bytes(context, chain[0])
     absorbed = cost.cat(sum(not p.whole for p in pieces), len(pieces), len(selected) * cat_bytes)
-    whole = cost.cat(0, len(cat.inputs), channels * cat_bytes)
+    whole = cost.cat(0, _cat_inputs(context, chain[0]), channels * cat_bytes)
     for name in chain[1:]:
         absorbed += cost.pointwise(len(selected) * _channel_bytes(context, name))
         whole += cost.pointwise(channels * _channel_bytes(context, name))

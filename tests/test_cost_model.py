@@ -1,0 +1,158 @@
+"""The latency cost model (fx_upscale.cost_model) and the accesses mode upscale chooses by it: calibration and its
+cache, predictions counted from the dispatched ops, absorption into a cat taken or declined by predicted cost,
+zero-column reads (opt-in), the report's predicted costs, and exactness whatever is chosen."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from support import assert_exact, gathers_in_graph, randomize_batchnorm
+from test_absorption import SPEC, Dense
+from torch import nn
+
+import fx_upscale
+from fx_upscale import PruneSpec
+from fx_upscale import cost_model as cm
+
+UNIT = cm.CostModel("cpu", "float64", "eager", 1, view_seconds=10.0, op_seconds=1.0, conv_seconds=100.0,
+                    norm_seconds=1000.0, input_seconds=0.5, module_seconds=0.25, seconds_per_byte=1e-3,
+                    seconds_per_grouped_byte=1e-2, seconds_per_mac=1e-6, channel_block=1)  # fmt: skip
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(cm.CACHE_ENV, str(tmp_path))
+    return tmp_path / "cost_models.json"
+
+
+def test_calibration_measures_every_constant_and_is_cached_per_device_dtype_backend_and_threads(cache):
+    assert cm.load_cost_model().source == "default" and not cache.exists()
+    eager = cm.calibrate(trials=2)
+    assert eager.source == "calibrated" and eager.backend == "eager" and eager.device == "cpu"
+    times = [eager.view_seconds, eager.op_seconds, eager.conv_seconds, eager.norm_seconds, eager.seconds_per_byte,
+             eager.seconds_per_grouped_byte, eager.seconds_per_mac]  # fmt: skip
+    assert all(0 < t < 1e-2 for t in times) and eager.input_seconds >= 0 and eager.module_seconds >= 0
+    assert eager.channel_block in (4, 8, 16)
+    compiled = replace(eager, backend="compile", view_seconds=0.0, module_seconds=0.0)
+    assert cm.save_cost_model(eager) == cm.save_cost_model(compiled) == cache
+    assert cm.load_cost_model() == eager and cm.load_cost_model(backend="compile") == compiled
+    assert cm.load_cost_model(dtype=torch.float64).source == "default"  # another dtype: not calibrated
+    assert set(json.loads(cache.read_text())) == {eager.key, compiled.key}
+    assert f"threads={torch.get_num_threads()}" in eager.key
+
+
+def test_compile_backend_prices_views_and_module_calls_at_nothing():
+    compiled = cm.default_cost_model(backend="compile")
+    assert compiled.view_seconds == compiled.module_seconds == 0 < compiled.op_seconds
+    with pytest.raises(ValueError, match=r"backend must be one of \('eager', 'compile'\), not 'jit'"):
+        cm.load_cost_model(backend="jit")
+
+
+class ConvNarrowCat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 6, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return torch.cat([y.narrow(1, 0, 2), y.narrow(1, 4, 2)], 1)
+
+
+def test_a_prediction_adds_up_the_dispatched_ops():
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    prediction = cm.predict_latency(ConvNarrowCat().double(), x, UNIT)
+    conv_macs = 6 * 25 * 4 * 9
+    conv_bytes = 8 * (x.numel() + 6 * 4 * 9 + 6 * 25)
+    cat_bytes = 8 * (2 * 2 * 25 + 4 * 25)
+    assert (prediction.views, prediction.ops, prediction.module_calls) == (2, 2, 1)
+    assert prediction.macs == conv_macs and prediction.bytes_moved == conv_bytes + cat_bytes
+    expected = 100 + conv_bytes * 1e-3 + conv_macs * 1e-6 + 2 * 10 + 1 + 2 * 0.5 + cat_bytes * 1e-3 + 0.25
+    assert prediction.seconds == pytest.approx(expected)
+    assert set(prediction.by_op) == {"convolution", "narrow", "cat"} or set(prediction.by_op) == {
+        "convolution", "slice", "cat"}  # fmt: skip
+
+
+def test_convolutions_are_priced_with_channels_padded_to_the_kernel_block():
+    conv = nn.Conv2d(9, 17, 1, bias=False).double()
+    x = torch.randn(1, 9, 4, 4, dtype=torch.float64)
+    plain = cm.predict_latency(conv, x, UNIT).macs
+    padded = cm.predict_latency(conv, x, replace(UNIT, channel_block=8)).macs
+    assert plain == 9 * 17 * 16 and padded == 16 * 24 * 16
+
+
+def test_absorbing_a_selection_into_its_cat_is_declined_where_views_cost_more_than_a_gather():
+    model = randomize_batchnorm(Dense()).double().eval()
+    x = torch.randn(1, 3, 4, 4, dtype=torch.float64)
+    dear_views = replace(cm.default_cost_model(), view_seconds=1.0, input_seconds=1.0)
+    free_views = cm.default_cost_model(backend="compile")
+    declined = fx_upscale.export(model, x, spec=SPEC, cost_model=dear_views)
+    taken = fx_upscale.export(model, x, spec=SPEC, cost_model=free_views)
+    assert declined.report.absorbed == 0 < gathers_in_graph(declined.module) == declined.report.gathers
+    assert taken.report.absorbed == 2 and gathers_in_graph(taken.module) == 0
+    masked = SPEC.apply(model)
+    assert_exact(declined, masked, x)
+    assert_exact(taken, masked, x)
+    reasons = [c.reason for s in declined.report.segments for c in s.consumers if c.access == "gather"]
+    assert reasons and all("predicted faster than the cat concatenating only them" in r for r in reasons)
+    assert declined.report.predicted_access_seconds == pytest.approx(
+        sum(c.predicted_seconds for s in declined.report.segments for c in s.consumers)
+    )
+    assert declined.report.predicted_access_seconds > 0 and "cpu/float32/eager" in declined.report.cost_model
+
+
+class Fan(nn.Module):
+    """One producer read by three consumers needing channels {0, 1}, {1, 2} and {0, 2} (with ``FAN_SPEC``): no
+    order makes all three contiguous, so one of them gathers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 3, 1)
+        self.heads = nn.ModuleList(nn.Conv2d(3, 4, 1) for _ in range(3))
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        return sum(head(y) for head in self.heads)
+
+
+FAN_SPEC = PruneSpec(inputs={"heads.0.weight": [2], "heads.1.weight": [0], "heads.2.weight": [1]})
+
+
+def test_zero_column_reads_are_opt_in_and_exact():
+    model = Fan().double().eval()
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    dear_copies = replace(cm.default_cost_model(), op_seconds=1.0, seconds_per_mac=0.0)
+    default = fx_upscale.export(model, x, spec=FAN_SPEC, cost_model=dear_copies)
+    zero = fx_upscale.export(model, x, spec=FAN_SPEC, cost_model=dear_copies, zero_columns=True)
+    assert default.report.gathers == 1 and zero.report.gathers == gathers_in_graph(zero.module) == 0
+    assert zero.report.params_after > default.report.params_after  # the zero columns are kept
+    masked = FAN_SPEC.apply(model)
+    assert_exact(default, masked, x)
+    assert_exact(zero, masked, x)
+    reasons = [c.reason for s in zero.report.segments for c in s.consumers]
+    assert any("through zero weight columns: predicted faster than a gather" in r for r in reasons)
+    cheap_copies = replace(cm.default_cost_model(), seconds_per_mac=1.0)
+    assert fx_upscale.export(model, x, spec=FAN_SPEC, cost_model=cheap_copies, zero_columns=True).report.gathers == 1
+
+
+def test_baseline_and_constrained_ignore_the_cost_model():
+    model = Fan().double().eval()
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    for mode in ("baseline", "constrained"):
+        plans = [fx_upscale.export(model, x, spec=FAN_SPEC, mode=mode, cost_model=model_, zero_columns=True).plan
+                 for model_ in (UNIT, cm.default_cost_model(backend="compile"))]  # fmt: skip
+        assert plans[0].param_slices == plans[1].param_slices and plans[0].segments[0].consumers[0].access == (
+            plans[1].segments[0].consumers[0].access
+        )
+
+
+def test_the_calibrate_command_prints_the_constants_and_caches_them(cache, capsys):
+    from fx_upscale.cli import main
+
+    assert main(["calibrate", "--backend", "eager", "compile", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(f"cached in {cache}") == 2 and "| view_seconds" in out and "G multiply-adds/s" in out
+    assert cm.load_cost_model().source == cm.load_cost_model(backend="compile").source == "calibrated"
+    assert main(["calibrate", "--device", "cuda"]) == (0 if torch.cuda.is_available() else 1)
