@@ -1,6 +1,6 @@
 """Predicted latency: dispatched ops, bytes moved and multiply-adds, with constants measured on the machine.
 
-A :class:`CostModel` holds nine constants for one device, dtype, backend and thread count. :func:`calibrate`
+A :class:`CostModel` holds a dozen constants for one device, dtype, backend and thread count. :func:`calibrate`
 measures them with short micro-benchmarks (a few seconds); :func:`load_cost_model` returns the calibration cached
 for the current machine (``fx-upscale calibrate`` writes it), or :func:`default_cost_model` without one. The model:
 
@@ -9,6 +9,11 @@ for the current machine (``fx-upscale calibrate`` writes it), or :func:`default_
   ``seconds_per_mac``; a ``cat`` costs ``input_seconds`` more per input;
 - a convolution costs ``conv_seconds`` instead of ``op_seconds``, and a grouped one (depthwise) is priced by the
   bytes it moves, at ``seconds_per_grouped_byte``; a batch norm costs ``norm_seconds`` instead of ``op_seconds``;
+- an element-wise op computing a transcendental function (SiLU, sigmoid, GELU, exp, softmax, ...) moves its bytes
+  at ``seconds_per_special_byte``;
+- an output larger than ``fresh_bytes`` costs ``seconds_per_fresh_byte`` per byte more: on a CPU such a buffer is
+  mapped afresh on each call and every page faults in (glibc's allocator returns allocations above 32 MiB to the
+  system);
 - a module call costs ``module_seconds`` more (an ``nn.Module`` call in eager mode).
 
 The planner prices each consumer's access with :meth:`CostModel.gather`, :meth:`CostModel.narrow`,
@@ -59,7 +64,10 @@ class CostModel:
     module_seconds: float
     seconds_per_byte: float
     seconds_per_grouped_byte: float
+    seconds_per_special_byte: float
+    seconds_per_fresh_byte: float
     seconds_per_mac: float
+    fresh_bytes: int = 32 << 20  # outputs above this size are fresh memory on each call (CPU)
     channel_block: int = 1  # convolution kernels pad channel counts to a multiple of this (the SIMD width)
     source: str = "default"  # "default" or "calibrated"
     torch_version: str = field(default_factory=lambda: torch.__version__)
@@ -113,23 +121,26 @@ def default_cost_model(device: str = "cpu", dtype: str = "float32", backend: str
     if device.startswith("cuda"):
         model = CostModel(device, dtype, backend, 1, view_seconds=4e-6, op_seconds=8e-6, conv_seconds=2e-5,
                           norm_seconds=1e-5, input_seconds=2e-7, module_seconds=3e-6, seconds_per_byte=1 / 2e12,
-                          seconds_per_grouped_byte=1 / 1e12, seconds_per_mac=1 / 2e13, channel_block=8)  # fmt: skip
+                          seconds_per_grouped_byte=1 / 1e12, seconds_per_special_byte=1 / 2e12,
+                          seconds_per_fresh_byte=0.0, seconds_per_mac=1 / 2e13, channel_block=8)  # fmt: skip
     else:
-        threads = torch.get_num_threads()
+        threads = torch.get_num_threads()  # one x86 core with AVX-512, as calibrated, rates scaled by threads
         model = CostModel(
             device,
             dtype,
             backend,
             threads,
-            view_seconds=2.5e-6,
-            op_seconds=4e-6,
-            conv_seconds=1.5e-5,
-            norm_seconds=1.5e-5,
-            input_seconds=7e-7,
-            module_seconds=2e-6,
-            seconds_per_byte=1 / (1e10 * threads),
-            seconds_per_grouped_byte=1 / (5e9 * threads),
-            seconds_per_mac=1 / (2e10 * threads),
+            view_seconds=2e-6,
+            op_seconds=1.5e-6,
+            conv_seconds=8e-6,
+            norm_seconds=8e-6,
+            input_seconds=1e-7,
+            module_seconds=1.4e-6,
+            seconds_per_byte=1.1e-11 / threads,
+            seconds_per_grouped_byte=1.2e-10 / threads,
+            seconds_per_special_byte=5e-11 / threads,
+            seconds_per_fresh_byte=4e-10,
+            seconds_per_mac=2.2e-11 / threads,
             channel_block=channel_block(torch.device("cpu")),
         )
         # fmt: skip
@@ -162,9 +173,10 @@ def load_cost_model(device: torch.device | str = "cpu", dtype: torch.dtype = tor
     name, dtype_name = device_name(device), _dtype_name(dtype)
     key = cache_key(name, dtype_name, backend, torch.get_num_threads())
     entry = _read_cache().get(key)
-    if entry is None:
+    try:
+        return CostModel(**entry) if entry is not None else default_cost_model(name, dtype_name, backend)
+    except TypeError:  # cached by a version with other constants: calibrate again
         return default_cost_model(name, dtype_name, backend)
-    return CostModel(**entry)
 
 
 def save_cost_model(model: CostModel) -> Path:
@@ -214,6 +226,8 @@ def calibrate(device: torch.device | str = "cpu", dtype: torch.dtype = torch.flo
         norm_seconds=bench.per_call(lambda: norm(tiny)) - module,
         input_seconds=max(0.0, inputs), module_seconds=module, seconds_per_byte=per_byte,
         seconds_per_grouped_byte=statistics.median(bench.seconds_per_grouped_byte()),
+        seconds_per_special_byte=bench.seconds_per_special_byte(op),
+        seconds_per_fresh_byte=bench.seconds_per_fresh_byte(op, per_byte) if device.type == "cpu" else 0.0,
         seconds_per_mac=statistics.median(bench.seconds_per_mac(per_byte)), channel_block=channel_block(device),
         source="calibrated",
     )  # fmt: skip
@@ -262,6 +276,16 @@ class _Bench:
             rates.append(max(self.per_call(partial(torch.relu, x)) - op, 0.0) / (2 * x.nbytes))
             rates.append(max(self.per_call(partial(torch.add, x, x)) - op, 0.0) / (3 * x.nbytes))
         return rates
+
+    def seconds_per_special_byte(self, op: float) -> float:
+        """SiLU over 1.6 MB: seconds per byte read and written by a transcendental element-wise op."""
+        x = self.tensor(1, 128, 56, 56)
+        return max(self.per_call(partial(F.silu, x)) - op, 0.0) / (2 * x.nbytes)
+
+    def seconds_per_fresh_byte(self, op: float, per_byte: float) -> float:
+        """ReLU writing 64 MiB (fresh memory on each call): seconds per output byte beyond the bytes moved."""
+        x = self.tensor(16 << 20)
+        return max(self.per_call(partial(torch.relu, x)) - op - 2 * x.nbytes * per_byte, 0.0) / x.nbytes
 
     def seconds_per_grouped_byte(self) -> list[float]:
         """Depthwise 3x3 convolutions of MobileNet-like shapes: seconds per byte read and written."""
@@ -344,16 +368,21 @@ class _OpRecorder(TorchDispatchMode):
             cost = self.model.view_seconds
         else:
             self.ops += 1
-            moved = sum(t.nbytes for t in _tensors((args, kwargs))) + sum(t.nbytes for t in _tensors(out))
+            written = sum(t.nbytes for t in _tensors(out))
+            moved = sum(t.nbytes for t in _tensors((args, kwargs))) + written
             macs = _macs(func, args, kwargs, out, self.model.channel_block)
             self.bytes_moved += moved
             self.macs += macs
             cost = _op_cost(self.model, func, args, moved, macs)
+            if written > self.model.fresh_bytes:
+                cost += written * self.model.seconds_per_fresh_byte
         self.seconds[name] = self.seconds.get(name, 0.0) + cost
         return out
 
 
 _NORMS = {"_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm", "batch_norm"}
+_SPECIAL = {"silu", "silu_", "sigmoid", "sigmoid_", "gelu", "tanh", "tanh_", "exp", "erf", "mish", "elu", "softplus",
+            "_softmax", "softmax", "_log_softmax", "log_softmax", "log", "pow"}  # fmt: skip
 
 
 def _op_cost(model: CostModel, func, args, moved: int, macs: int) -> float:
@@ -367,7 +396,8 @@ def _op_cost(model: CostModel, func, args, moved: int, macs: int) -> float:
     fixed = model.norm_seconds if name in _NORMS else model.op_seconds
     if name == "cat":
         fixed += len(_tensors(args[0])) * model.input_seconds
-    return fixed + moved * model.seconds_per_byte + macs * model.seconds_per_mac
+    per_byte = model.seconds_per_special_byte if name in _SPECIAL else model.seconds_per_byte
+    return fixed + moved * per_byte + macs * model.seconds_per_mac
 
 
 def _is_view(func) -> bool:

@@ -19,7 +19,8 @@ from fx_upscale import cost_model as cm
 
 UNIT = cm.CostModel("cpu", "float64", "eager", 1, view_seconds=10.0, op_seconds=1.0, conv_seconds=100.0,
                     norm_seconds=1000.0, input_seconds=0.5, module_seconds=0.25, seconds_per_byte=1e-3,
-                    seconds_per_grouped_byte=1e-2, seconds_per_mac=1e-6, channel_block=1)  # fmt: skip
+                    seconds_per_grouped_byte=1e-2, seconds_per_special_byte=1e-1, seconds_per_fresh_byte=1.0,
+                    seconds_per_mac=1e-6, channel_block=1)  # fmt: skip
 
 
 @pytest.fixture
@@ -33,8 +34,9 @@ def test_calibration_measures_every_constant_and_is_cached_per_device_dtype_back
     eager = cm.calibrate(trials=2)
     assert eager.source == "calibrated" and eager.backend == "eager" and eager.device == "cpu"
     times = [eager.view_seconds, eager.op_seconds, eager.conv_seconds, eager.norm_seconds, eager.seconds_per_byte,
-             eager.seconds_per_grouped_byte, eager.seconds_per_mac]  # fmt: skip
+             eager.seconds_per_grouped_byte, eager.seconds_per_special_byte, eager.seconds_per_mac]  # fmt: skip
     assert all(0 < t < 1e-2 for t in times) and eager.input_seconds >= 0 and eager.module_seconds >= 0
+    assert eager.seconds_per_fresh_byte >= 0 and eager.seconds_per_special_byte > eager.seconds_per_byte
     assert eager.channel_block in (4, 8, 16)
     compiled = replace(eager, backend="compile", view_seconds=0.0, module_seconds=0.0)
     assert cm.save_cost_model(eager) == cm.save_cost_model(compiled) == cache
@@ -73,6 +75,16 @@ def test_a_prediction_adds_up_the_dispatched_ops():
     assert prediction.seconds == pytest.approx(expected)
     assert set(prediction.by_op) == {"convolution", "narrow", "cat"} or set(prediction.by_op) == {
         "convolution", "slice", "cat"}  # fmt: skip
+
+
+def test_transcendental_ops_and_large_fresh_outputs_cost_more_per_byte():
+    x = torch.randn(1, 8, 4, 4, dtype=torch.float64)
+    relu, silu = (cm.predict_latency(f, x, UNIT) for f in (nn.ReLU(), nn.SiLU()))
+    moved = 2 * x.nbytes
+    assert relu.seconds == pytest.approx(1.0 + moved * 1e-3)  # the module called is not a call inside
+    assert silu.seconds == pytest.approx(1.0 + moved * 1e-1)
+    fresh = cm.predict_latency(nn.ReLU(), x, replace(UNIT, fresh_bytes=x.nbytes - 1))
+    assert fresh.seconds == pytest.approx(relu.seconds + x.nbytes * 1.0)
 
 
 def test_convolutions_are_priced_with_channels_padded_to_the_kernel_block():

@@ -66,6 +66,16 @@ def test_pass_manager_runs_the_pipeline_and_a_second_run_changes_nothing(x):
         assert (result.graph_module(x) - FAN_SPEC.apply(model)(x)).abs().max() <= 1e-12
 
 
+def test_an_export_generates_code_twice_once_traced_once_pruned(x, monkeypatch):
+    generated = []
+    recompile = torch.fx.GraphModule.recompile
+    monkeypatch.setattr(torch.fx.GraphModule, "recompile", lambda self: generated.append(self) or recompile(self))
+    model = Fan().double().eval()
+    result = fx_upscale.export(model, x, spec=FAN_SPEC, capture="symbolic_trace")
+    assert len(generated) == 2 and generated[-1] is result.module and result.report.narrows > 0
+    assert_exact(result, FAN_SPEC.apply(model), x)
+
+
 def test_identical_gathers_are_shared(x):
     model = Fan().double().eval()
     result = fx_upscale.export(model, x, spec=FAN_SPEC, mode="baseline")

@@ -3,6 +3,9 @@
 :func:`upscale_passes` lists the passes (put them in your own ``PassManager`` between other passes);
 :func:`apply_plan` runs them; :func:`upscale_error` finds the :class:`~fx_upscale.errors.UpscaleError` under the
 plain ``Exception`` with which ``PassManager`` wraps whatever a pass raises.
+Run in a ``PassManager``, the passes get recompiled after each one as well (PassManager recompiles
+unconditionally); :func:`apply_plan` runs them directly, so an export generates code twice in all: once for the
+traced graph, once for the pruned one.
 """
 
 from __future__ import annotations
@@ -29,7 +32,16 @@ def upscale_passes(plan: ChannelPlan, handlers: HandlerTable | None = None) -> l
 def apply_plan(
     graph_module: fx.GraphModule, plan: ChannelPlan, *, steps: int = 1, handlers: HandlerTable | None = None
 ) -> PassResult:
-    """Run :func:`upscale_passes` under a ``PassManager``; an fx_upscale error is raised as itself, unwrapped."""
+    """Run :func:`upscale_passes`: once each, in order (each pass recompiles the module only if it changed the
+    graph, so the module's code is generated once); with ``steps > 1`` under a ``PassManager``, which reruns
+    them and recompiles after every pass. An fx_upscale error is raised as itself, unwrapped."""
+    if steps == 1:
+        modified = False
+        for upscale_pass in upscale_passes(plan, handlers):
+            result = upscale_pass(graph_module)
+            assert result is not None, "fx_upscale's passes return a PassResult"
+            graph_module, modified = result.graph_module, modified or result.modified
+        return PassResult(graph_module, modified)
     passes: list[Callable[[fx.GraphModule], PassResult | None]] = [*upscale_passes(plan, handlers)]
     try:
         return PassManager(passes, steps=steps)(graph_module)
