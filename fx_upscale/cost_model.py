@@ -6,11 +6,14 @@ for the current machine (``fx-upscale calibrate`` writes it), or :func:`default_
 
 - a view op (``narrow``) costs ``view_seconds``: dispatch only;
 - any other op costs ``op_seconds`` + bytes it reads and writes x ``seconds_per_byte`` + multiply-adds x
-  ``seconds_per_mac``; a ``cat`` costs ``input_seconds`` more per input;
+  ``seconds_per_mac`` (``seconds_per_batched_mac`` for a convolution over 4 or more images, whose kernels run
+  faster; multiply-adds counted as the kernel runs them, channels and output width padded to its blocks); a
+  ``cat`` costs ``input_seconds`` more per input;
 - a convolution costs ``conv_seconds`` instead of ``op_seconds``, and a grouped one (depthwise) is priced by the
   bytes it moves, at ``seconds_per_grouped_byte``; a batch norm costs ``norm_seconds`` instead of ``op_seconds``;
 - an element-wise op computing a transcendental function (SiLU, sigmoid, GELU, exp, softmax, ...) moves its bytes
   at ``seconds_per_special_byte``;
+- bytes an op moves beyond ``cache_bytes`` cost ``seconds_per_memory_byte`` instead (they do not fit the cache);
 - an output larger than ``fresh_bytes`` costs ``seconds_per_fresh_byte`` per byte more: on a CPU such a buffer is
   mapped afresh on each call and every page faults in (glibc's allocator returns allocations above 32 MiB to the
   system);
@@ -42,6 +45,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 BACKENDS = ("eager", "compile")
+BATCHED = 4
 M = TypeVar("M", bound=nn.Module)
 CACHE_ENV = "FX_UPSCALE_CACHE"
 
@@ -63,12 +67,16 @@ class CostModel:
     input_seconds: float
     module_seconds: float
     seconds_per_byte: float
+    seconds_per_memory_byte: float  # bytes an op moves beyond ``cache_bytes`` come from memory, not cache
     seconds_per_grouped_byte: float
     seconds_per_special_byte: float
     seconds_per_fresh_byte: float
     seconds_per_mac: float
+    seconds_per_batched_mac: float  # a convolution over a batch of BATCHED or more runs its multiply-adds faster
     fresh_bytes: int = 32 << 20  # outputs above this size are fresh memory on each call (CPU)
+    cache_bytes: int = 8 << 20  # what one op can move at the cache's rate
     channel_block: int = 1  # convolution kernels pad channel counts to a multiple of this (the SIMD width)
+    width_block: int = 1  # and the output's width (its last axis) to a multiple of this (register blocking)
     source: str = "default"  # "default" or "calibrated"
     torch_version: str = field(default_factory=lambda: torch.__version__)
 
@@ -76,13 +84,19 @@ class CostModel:
     def key(self) -> str:
         return cache_key(self.device, self.dtype, self.backend, self.threads)
 
+    def moving(self, moved: float) -> float:
+        """Seconds one op spends moving ``moved`` bytes (read and written): from cache up to ``cache_bytes``,
+        from memory beyond."""
+        cached = min(moved, self.cache_bytes)
+        return cached * self.seconds_per_byte + (moved - cached) * self.seconds_per_memory_byte
+
     def gather(self, bytes_out: float) -> float:
         """An ``index_select`` writing ``bytes_out`` (it reads as much)."""
-        return self.op_seconds + 2 * bytes_out * self.seconds_per_byte
+        return self.op_seconds + self.moving(2 * bytes_out)
 
     def narrow(self, bytes_out: float, contiguous: bool) -> float:
         """A channel ``narrow``: a view; a strided one (batch > 1) is copied by the convolution reading it."""
-        copy = 0.0 if contiguous else 2 * bytes_out * self.seconds_per_byte
+        copy = 0.0 if contiguous else self.moving(2 * bytes_out)
         return self.view_seconds + copy
 
     def zero_columns(self, macs: float) -> float:
@@ -91,16 +105,12 @@ class CostModel:
 
     def cat(self, views: int, inputs: int, bytes_out: float) -> float:
         """A ``cat`` of ``inputs`` pieces, ``views`` of them ``narrow`` views, writing ``bytes_out``."""
-        return (
-            self.op_seconds
-            + views * self.view_seconds
-            + inputs * self.input_seconds
-            + 2 * bytes_out * (self.seconds_per_byte)
-        )
+        fixed = self.op_seconds + views * self.view_seconds + inputs * self.input_seconds
+        return fixed + self.moving(2 * bytes_out)
 
     def pointwise(self, bytes_out: float) -> float:
         """A per-channel op (BatchNorm, an activation) writing ``bytes_out``."""
-        return self.op_seconds + 2 * bytes_out * self.seconds_per_byte
+        return self.op_seconds + self.moving(2 * bytes_out)
 
 
 def cache_key(device: str, dtype: str, backend: str, threads: int) -> str:
@@ -121,8 +131,10 @@ def default_cost_model(device: str = "cpu", dtype: str = "float32", backend: str
     if device.startswith("cuda"):
         model = CostModel(device, dtype, backend, 1, view_seconds=4e-6, op_seconds=8e-6, conv_seconds=2e-5,
                           norm_seconds=1e-5, input_seconds=2e-7, module_seconds=3e-6, seconds_per_byte=1 / 2e12,
+                          seconds_per_memory_byte=1 / 2e12,
                           seconds_per_grouped_byte=1 / 1e12, seconds_per_special_byte=1 / 2e12,
-                          seconds_per_fresh_byte=0.0, seconds_per_mac=1 / 2e13, channel_block=8)  # fmt: skip
+                          seconds_per_fresh_byte=0.0, seconds_per_mac=1 / 2e13, seconds_per_batched_mac=1 / 4e13,
+                          channel_block=8)  # fmt: skip
     else:
         threads = torch.get_num_threads()  # one x86 core with AVX-512, as calibrated, rates scaled by threads
         model = CostModel(
@@ -137,11 +149,14 @@ def default_cost_model(device: str = "cpu", dtype: str = "float32", backend: str
             input_seconds=1e-7,
             module_seconds=1.4e-6,
             seconds_per_byte=1.1e-11 / threads,
+            seconds_per_memory_byte=3.5e-11,
             seconds_per_grouped_byte=1.2e-10 / threads,
             seconds_per_special_byte=5e-11 / threads,
             seconds_per_fresh_byte=4e-10,
-            seconds_per_mac=2.2e-11 / threads,
+            seconds_per_mac=2.3e-11 / threads,
+            seconds_per_batched_mac=1.9e-11 / threads,
             channel_block=channel_block(torch.device("cpu")),
+            width_block=width_block(torch.device("cpu")),
         )
         # fmt: skip
     return _for_backend(model, backend)
@@ -207,8 +222,8 @@ def calibrate(device: torch.device | str = "cpu", dtype: torch.dtype = torch.flo
               *, trials: int = 7) -> CostModel:  # fmt: skip
     """Measure the constants of a :class:`CostModel` on ``device`` (a few seconds on a CPU core): the fastest of
     ``trials`` timings of narrow views, tiny ops, convolutions and batch norms, ``cat`` of many inputs, module
-    calls, element-wise ops over 0.4-6.4 MB, depthwise convolutions, and convolutions and a matmul of ResNet-like
-    shapes."""
+    calls, element-wise and transcendental ops, a 64 MiB output, depthwise convolutions, and a sequence of
+    ResNet-like convolutions."""
     check_backend(backend)
     device = torch.device(device)
     bench = _Bench(device, dtype, trials)
@@ -219,18 +234,24 @@ def calibrate(device: torch.device | str = "cpu", dtype: torch.dtype = torch.flo
     pieces = [bench.tensor(1, 2, 4, 4) for _ in range(64)]
     inputs = (bench.per_call(lambda: torch.cat(pieces, 1)) - bench.per_call(lambda: torch.cat(pieces[:4], 1))) / 60
     per_byte = statistics.median(bench.seconds_per_byte(op))
+    conv_seconds = bench.per_call(lambda: conv(tiny)) - module
     model = CostModel(
         device_name(device), _dtype_name(dtype), "eager", torch.get_num_threads(),
         view_seconds=bench.per_call(lambda: torch.narrow(tiny, 1, 2, 8)), op_seconds=op,
-        conv_seconds=bench.per_call(lambda: conv(tiny)) - module,
+        conv_seconds=conv_seconds,
         norm_seconds=bench.per_call(lambda: norm(tiny)) - module,
         input_seconds=max(0.0, inputs), module_seconds=module, seconds_per_byte=per_byte,
-        seconds_per_grouped_byte=statistics.median(bench.seconds_per_grouped_byte()),
+        seconds_per_memory_byte=per_byte,
+        seconds_per_grouped_byte=bench.seconds_per_grouped_byte(conv_seconds),
         seconds_per_special_byte=bench.seconds_per_special_byte(op),
         seconds_per_fresh_byte=bench.seconds_per_fresh_byte(op, per_byte) if device.type == "cpu" else 0.0,
-        seconds_per_mac=statistics.median(bench.seconds_per_mac(per_byte)), channel_block=channel_block(device),
+        seconds_per_mac=bench.seconds_per_mac(per_byte, conv_seconds),
+        seconds_per_batched_mac=bench.seconds_per_mac(per_byte, conv_seconds, batch=8),
+        channel_block=channel_block(device),
+        width_block=width_block(device),
         source="calibrated",
     )  # fmt: skip
+    model = replace(model, seconds_per_memory_byte=bench.seconds_per_memory_byte(op, model))
     return _for_backend(model, backend)
 
 
@@ -282,32 +303,77 @@ class _Bench:
         x = self.tensor(1, 128, 56, 56)
         return max(self.per_call(partial(F.silu, x)) - op, 0.0) / (2 * x.nbytes)
 
+    def seconds_per_memory_byte(self, op: float, model: CostModel) -> float:
+        """ReLU over 25.6 MB (below the fresh-allocation size): seconds per byte moved beyond the cache."""
+        x = self.tensor(1, 512, 112, 112)
+        seconds = self.per_call(partial(torch.relu, x)) - op - model.cache_bytes * model.seconds_per_byte
+        return max(seconds, 0.0) / max(1, 2 * x.nbytes - model.cache_bytes)
+
     def seconds_per_fresh_byte(self, op: float, per_byte: float) -> float:
         """ReLU writing 64 MiB (fresh memory on each call): seconds per output byte beyond the bytes moved."""
         x = self.tensor(16 << 20)
         return max(self.per_call(partial(torch.relu, x)) - op - 2 * x.nbytes * per_byte, 0.0) / x.nbytes
 
-    def seconds_per_grouped_byte(self) -> list[float]:
-        """Depthwise 3x3 convolutions of MobileNet-like shapes: seconds per byte read and written."""
-        rates = []
-        for channels, side in ((96, 56), (192, 28), (576, 14), (960, 7)):
-            x, weight = self.tensor(1, channels, side, side), self.tensor(channels, 1, 3, 3)
-            rates.append(self.per_call(partial(F.conv2d, x, weight, None, 1, 1, 1, channels)) / (2 * x.nbytes))
-        return rates
+    def seconds_per_grouped_byte(self, conv: float) -> float:
+        """Seconds per byte read and written by a sequence of depthwise convolutions, each with its own weights and
+        input, as a forward runs them: :data:`DEPTHWISE_SEQUENCE`, fixed costs taken out."""
+        calls, moved = [], 0
+        for channels, side, kernel, stride in DEPTHWISE_SEQUENCE:
+            x, weight = self.tensor(1, channels, side, side), self.tensor(channels, 1, kernel, kernel)
+            calls.append(partial(F.conv2d, x, weight, None, stride, kernel // 2, 1, channels))
+            out = (side + 2 * (kernel // 2) - kernel) // stride + 1
+            moved += x.nbytes + weight.nbytes + channels * out * out * x.element_size()
+        seconds = self.per_call(lambda: [call() for call in calls], budget=0.05)
+        return max(seconds - len(calls) * conv, 0.0) / moved
 
-    def seconds_per_mac(self, per_byte: float) -> list[float]:
-        """Convolutions and a matmul of ResNet-like shapes: seconds per multiply-add, bytes moved taken out."""
-        rates = []
-        for c_in, c_out, side, kernel in ((64, 256, 56, 1), (128, 128, 28, 3), (256, 256, 14, 3), (512, 2048, 7, 1)):
-            x, weight = self.tensor(1, c_in, side, side), self.tensor(c_out, c_in, kernel, kernel)
-            seconds = self.per_call(partial(F.conv2d, x, weight, None, 1, kernel // 2))
-            moved = x.nbytes + weight.nbytes + c_out * side * side * x.element_size()
-            rates.append(max(seconds - moved * per_byte, 0.0) / (c_out * side * side * c_in * kernel * kernel))
-        a, b = self.tensor(8, 2048), self.tensor(2048, 1000)
-        seconds = self.per_call(lambda: a @ b)
-        moved = a.nbytes + b.nbytes + 8 * 1000 * a.element_size()
-        rates.append(max(seconds - moved * per_byte, 0.0) / (8 * 2048 * 1000))
-        return rates
+    def seconds_per_mac(self, per_byte: float, conv: float, batch: int = 1) -> float:
+        """Seconds per multiply-add (as the kernel runs them: the output width padded to the width block) of a
+        sequence of CNN convolutions over ``batch`` images, each with its own weights and input, as a forward runs
+        them (caches cold between layers): :data:`CONV_SEQUENCE`, fixed costs and bytes moved taken out."""
+        block = width_block(self.device)
+        calls, total_macs, fixed = [], 0, 0.0
+        for c_in, c_out, side, kernel, stride in CONV_SEQUENCE:
+            x, weight = self.tensor(batch, c_in, side, side), self.tensor(c_out, c_in, kernel, kernel)
+            calls.append(partial(F.conv2d, x, weight, None, stride, kernel // 2))
+            out = (side + 2 * (kernel // 2) - kernel) // stride + 1
+            total_macs += batch * c_out * out * _padded(out, block) * c_in * kernel * kernel
+            fixed += conv + (x.nbytes + weight.nbytes + batch * c_out * out * out * x.element_size()) * per_byte
+        seconds = self.per_call(lambda: [call() for call in calls], budget=0.1)
+        return max(seconds - fixed, 0.0) / total_macs
+
+
+# (channels, input side, kernel, stride): the depthwise convolutions of MobileNet- and EfficientNet-like networks
+DEPTHWISE_SEQUENCE = (
+    (32, 112, 3, 1),
+    (96, 112, 3, 2),
+    (144, 56, 3, 1),
+    (144, 56, 5, 2),
+    (240, 28, 5, 1),
+    (240, 28, 3, 2),
+    (480, 14, 3, 1),
+    (672, 14, 5, 1),
+    (672, 14, 5, 2),
+    (1152, 7, 5, 1),
+    (960, 7, 3, 1),
+)
+
+# (in channels, out channels, input side, kernel, stride): the convolutions of a ResNet-like network, one of each
+CONV_SEQUENCE = (
+    (3, 64, 224, 7, 2),
+    (64, 64, 56, 3, 1),
+    (64, 256, 56, 1, 1),
+    (256, 128, 56, 1, 1),
+    (128, 128, 56, 3, 2),
+    (128, 512, 28, 1, 1),
+    (512, 256, 28, 1, 1),
+    (256, 256, 28, 3, 2),
+    (256, 1024, 14, 1, 1),
+    (1024, 512, 14, 1, 1),
+    (512, 512, 14, 3, 2),
+    (512, 2048, 7, 1, 1),
+    (2048, 512, 7, 1, 1),
+    (512, 512, 7, 3, 1),
+)
 
 
 @dataclass(frozen=True)
@@ -370,7 +436,7 @@ class _OpRecorder(TorchDispatchMode):
             self.ops += 1
             written = sum(t.nbytes for t in _tensors(out))
             moved = sum(t.nbytes for t in _tensors((args, kwargs))) + written
-            macs = _macs(func, args, kwargs, out, self.model.channel_block)
+            macs = _macs(func, args, kwargs, out, self.model.channel_block, self.model.width_block)
             self.bytes_moved += moved
             self.macs += macs
             cost = _op_cost(self.model, func, args, moved, macs)
@@ -392,12 +458,15 @@ def _op_cost(model: CostModel, func, args, moved: int, macs: int) -> float:
         groups = args[8] if len(args) > 8 else 1
         if groups > 1:
             return model.conv_seconds + moved * model.seconds_per_grouped_byte
-        return model.conv_seconds + moved * model.seconds_per_byte + macs * model.seconds_per_mac
+        per_mac = model.seconds_per_batched_mac if args[0].shape[0] >= BATCHED else model.seconds_per_mac
+        return model.conv_seconds + model.moving(moved) + macs * per_mac
     fixed = model.norm_seconds if name in _NORMS else model.op_seconds
     if name == "cat":
         fixed += len(_tensors(args[0])) * model.input_seconds
-    per_byte = model.seconds_per_special_byte if name in _SPECIAL else model.seconds_per_byte
-    return fixed + moved * per_byte + macs * model.seconds_per_mac
+    moving = model.moving(moved)
+    if name in _SPECIAL:  # computing the function, not moving the bytes, bounds it
+        moving = max(moving, moved * model.seconds_per_special_byte)
+    return fixed + moving + macs * model.seconds_per_mac
 
 
 def _is_view(func) -> bool:
@@ -415,21 +484,29 @@ def _tensors(value) -> list[torch.Tensor]:
     return []
 
 
-def _macs(func, args, kwargs, out, block: int = 1) -> int:
+def _macs(func, args, kwargs, out, block: int = 1, width_block: int = 1) -> int:
     """Multiply-adds of ``func`` (``torch.utils.flop_counter``'s formulas); a convolution's as its kernel runs
-    them, with input and output channels padded to a multiple of ``block``."""
+    them, with input and output channels padded to a multiple of ``block`` and the output's width to a multiple
+    of ``width_block``."""
     formula = flop_registry.get(func.overloadpacket)
     if formula is None:
         return 0
     macs = int(formula(*args, **kwargs, out_val=out)) // 2
-    if func.overloadpacket is torch.ops.aten.convolution and block > 1:
+    if func.overloadpacket is torch.ops.aten.convolution:
         c_out, c_in = args[1].shape[:2]
-        macs = macs * _padded(c_out, block) * _padded(c_in, block) // (c_out * c_in)
+        width = out.shape[-1] if out.dim() > 2 else 1
+        padded = _padded(c_out, block) * _padded(c_in, block) * _padded(width, width_block)
+        macs = macs * padded // (c_out * c_in * width)
     return macs
 
 
 def _padded(channels: int, block: int) -> int:
     return -(-channels // block) * block
+
+
+def width_block(device: torch.device) -> int:
+    """The output width CPU convolution kernels block over (16 columns); 1 on a GPU."""
+    return 16 if device.type == "cpu" else 1
 
 
 def channel_block(device: torch.device) -> int:

@@ -19,8 +19,9 @@ from fx_upscale import cost_model as cm
 
 UNIT = cm.CostModel("cpu", "float64", "eager", 1, view_seconds=10.0, op_seconds=1.0, conv_seconds=100.0,
                     norm_seconds=1000.0, input_seconds=0.5, module_seconds=0.25, seconds_per_byte=1e-3,
+                    seconds_per_memory_byte=1e-3,
                     seconds_per_grouped_byte=1e-2, seconds_per_special_byte=1e-1, seconds_per_fresh_byte=1.0,
-                    seconds_per_mac=1e-6, channel_block=1)  # fmt: skip
+                    seconds_per_mac=1e-6, seconds_per_batched_mac=1e-7, channel_block=1)  # fmt: skip
 
 
 @pytest.fixture
@@ -92,7 +93,13 @@ def test_convolutions_are_priced_with_channels_padded_to_the_kernel_block():
     x = torch.randn(1, 9, 4, 4, dtype=torch.float64)
     plain = cm.predict_latency(conv, x, UNIT).macs
     padded = cm.predict_latency(conv, x, replace(UNIT, channel_block=8)).macs
-    assert plain == 9 * 17 * 16 and padded == 16 * 24 * 16
+    wide = cm.predict_latency(conv, x, replace(UNIT, channel_block=8, width_block=16)).macs
+    assert plain == 9 * 17 * 16 and padded == 16 * 24 * 16 and wide == 16 * 24 * 4 * 16
+    batched = cm.predict_latency(conv, torch.randn(cm.BATCHED, 9, 4, 4, dtype=torch.float64), UNIT)
+    single = cm.predict_latency(conv, x, UNIT)
+    moved = 8 * (cm.BATCHED * 9 * 16 + 17 * 9 + cm.BATCHED * 17 * 16)
+    assert batched.seconds == pytest.approx(100 + moved * 1e-3 + cm.BATCHED * plain * 1e-7)
+    assert single.seconds == pytest.approx(100 + 8 * (9 * 16 + 17 * 9 + 17 * 16) * 1e-3 + plain * 1e-6)
 
 
 def test_absorbing_a_selection_into_its_cat_is_declined_where_views_cost_more_than_a_gather():
