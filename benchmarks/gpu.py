@@ -16,8 +16,10 @@ and after every timed call, the order rotating each round) after untimed warm-up
 few forwards, one profiler session each (``torch.profiler``, CUDA activity): the summed device time of the kernels
 (and memcpy / memset; not annotations or synchronisation waits) of one forward, the median over those forwards, is
 the ``kernel_ms`` column, the paper's latency metric. Also recorded: the elements each
-variant copies per eager forward (``fx_upscale.latency.measure_copies``), its parameters and graph nodes, and the
-seconds its compilation took (the first call).
+variant copies per eager forward (``fx_upscale.latency.measure_copies``), its parameters and graph nodes, the
+seconds its compilation took (the first call), and, for float32 eager, the latency the cost model predicts
+(``predicted_ms``: ``fx_upscale.cost_model``, calibrated on the device when the run starts, a few seconds; the
+exports are planned with it).
 
 Exports: once per model and batch, in float32 on the GPU, from a mask chosen once per model on the CPU in float32
 (L2 norms of the CPU weights, the same masks as the CPU benchmark; they depend on the weights only, not on the
@@ -71,6 +73,7 @@ import torch.fx as fx  # noqa: E402
 from torch import nn  # noqa: E402
 
 from fx_upscale import export, mask  # noqa: E402
+from fx_upscale.cost_model import CostModel, calibrate, predict_latency  # noqa: E402
 from fx_upscale.latency import VARIANTS, copy_free_oracle, measure_copies, summarize, time_round_robin  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "efficientnet_v2_s", "densenet121")  # benchmarks/latency.py
@@ -129,6 +132,7 @@ class Row:
     conv_copied_elements: int | None = None  # per eager forward, strided inputs convolutions make contiguous
     params: int | None = None
     nodes: int | None = None  # graph nodes of an export (None for the unpruned nn.Module)
+    predicted_ms: float | None = None  # float32 eager: what the cost model calibrated on this device predicts
     repeats: int = 0
     warmup: int = 0
     profiled: int = 0
@@ -235,26 +239,39 @@ def _ratio(group: dict[str, Row], metric: str, other: str) -> str:
 
 
 def latency_tables(rows: Sequence[Row]) -> str:
-    """Two Markdown tables, per model, batch, dtype and backend: each variant's wall-clock median [q1–q3] ms, and
-    its summed kernel time ms; with upscale's ratios to the oracle and to baseline."""
+    """Three Markdown tables, per model, batch, dtype and backend: each variant's wall-clock median [q1–q3] ms, its
+    summed kernel time ms, and (float32 eager) the latency the cost model predicts with its error against the
+    median; with upscale's ratios to the oracle and to baseline."""
     groups: dict[tuple, dict[str, Row]] = {}
     for row in rows:
         groups.setdefault((row.model, row.batch, row.dtype, row.backend), {})[row.variant] = row
     keys = list(groups)
     headers = ["model", "batch", "dtype", "backend", *VARIANTS, "upscale / oracle", "upscale / baseline"]
 
-    def table(metric: str, value: Callable[[Row], str]) -> str:
+    def table(metric: str, value: Callable[[Row], str], only: Sequence[tuple] = keys) -> str:
         return markdown_table(headers, [[*key, *(_cell(groups[key].get(v), value) for v in VARIANTS),
                                          _ratio(groups[key], metric, "oracle"), _ratio(groups[key], metric,
                                                                                        "baseline")]
-                                        for key in keys])  # fmt: skip
+                                        for key in only])  # fmt: skip
+
+    predicted = [key for key in keys if any(r.predicted_ms for r in groups[key].values())]
 
     wall = table("median_ms", lambda r: f"{r.median_ms:.2f} [{r.q1_ms:.2f}–{r.q3_ms:.2f}]")
     kernel = table("kernel_ms", lambda r: "" if r.kernel_ms is None else f"{r.kernel_ms:.3f}")
-    return (
+    tables = (
         f"Wall clock per forward, ms: median [first–third quartile]\n\n{wall}\n\n"
         f"Summed kernel time of one forward (torch.profiler), ms: median over the profiled forwards\n\n{kernel}"
     )
+    if not predicted:
+        return tables
+    guess = table("predicted_ms", _predicted, predicted)
+    return f"{tables}\n\nPredicted by the cost model calibrated on the device, ms (error against the median)\n\n{guess}"
+
+
+def _predicted(row: Row) -> str:
+    if row.predicted_ms is None or not row.median_ms:
+        return ""
+    return f"{row.predicted_ms:.2f} ({100 * (row.predicted_ms / row.median_ms - 1):+.0f}%)"
 
 
 class CsvLog:
@@ -342,14 +359,17 @@ def load_model(name: str, seed: int) -> tuple[nn.Module, int]:
     return model, side
 
 
-def build_exports(model: nn.Module, spec, inputs: torch.Tensor) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """The variants of ``fx_upscale.latency.build_variants`` for a given spec, each export made on its own so that
-    one failing leaves the others: the modules by variant, and the errors by variant."""
+def build_exports(
+    model: nn.Module, spec, inputs: torch.Tensor, cost_model: CostModel | None = None
+) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """The variants of ``fx_upscale.latency.build_variants`` for a given spec (planned with ``cost_model``), each
+    export made on its own so that one failing leaves the others: the modules by variant, and the errors by
+    variant."""
     variants: dict[str, nn.Module] = {"unpruned": model}
     errors: dict[str, str] = {}
     for mode in EXPORT_MODES:
         try:
-            variants[mode] = export(model, inputs, spec=spec, mode=mode).module
+            variants[mode] = export(model, inputs, spec=spec, mode=mode, cost_model=cost_model).module
         except Exception as error:
             errors[mode] = f"export: {one_line(error)}"
     if "upscale" in variants:
@@ -452,6 +472,7 @@ class Bench:
         self.log = CsvLog(Path(config.out_dir) / CSV_NAME)
         self.estimates = Estimates()
         self.compiled_before = False
+        self.cost_model: CostModel | None = None  # calibrated when the run starts; the exports are planned with it
 
     # bookkeeping
 
@@ -533,6 +554,7 @@ class Bench:
                  f"{torch.backends.cudnn.benchmark}, cudnn.allow_tf32 {torch.backends.cudnn.allow_tf32}, "
                  f"matmul.allow_tf32 {torch.backends.cuda.matmul.allow_tf32}")  # fmt: skip
         self.print_plan()
+        self.calibrate()
         kept: dict[tuple[str, int], tuple[dict[str, nn.Module], dict[str, str], torch.Tensor, dict]] = {}
         compile_models = {case.model for case in self.compile_cases()}
         for name in c.models:
@@ -547,6 +569,17 @@ class Bench:
             if (case.model, case.batch) in kept:
                 self.measure_case(case, *kept[case.model, case.batch])
         return self.log.rows
+
+    def calibrate(self) -> None:
+        """Calibrate the latency cost model for float32 eager on the device (seconds); without it the exports are
+        planned with the defaults and no latency is predicted."""
+        started = self.clock()
+        try:
+            self.cost_model = calibrate(self.device, EXPORT_DTYPE, trials=3)
+        except Exception as error:
+            self.say(f"calibration failed ({one_line(error)}): exports planned with the default cost model")
+            return
+        self.say(f"calibrated the cost model in {self.clock() - started:.1f} s: {self.cost_model}")
 
     def export_model(self, name: str) -> dict[int, tuple[dict[str, nn.Module], dict[str, str], torch.Tensor]]:
         """Per batch: the variants (float32, on the device), their export errors, and the float32 input. The
@@ -568,7 +601,7 @@ class Bench:
                 model, spec, shape = loaded
                 inputs = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(c.seed))
                 inputs = inputs.to(device=self.device, dtype=EXPORT_DTYPE)
-                variants, errors = build_exports(model, spec, inputs)
+                variants, errors = build_exports(model, spec, inputs, self.cost_model)
             except Exception as error:
                 variants, errors, inputs = {}, {v: f"model: {one_line(error)}" for v in VARIANTS}, torch.empty(0)
             result[batch] = (variants, errors, inputs)
@@ -646,6 +679,11 @@ class Bench:
                     info["copied_elements"], info["conv_copied_elements"] = measure_copies(module, x)
                 except Exception as error:
                     rows[variant].error = f"copies: {one_line(error)}"
+            if case.backend == "eager" and x.dtype == EXPORT_DTYPE and self.cost_model is not None:
+                try:
+                    rows[variant].predicted_ms = predict_latency(module, x, self.cost_model).milliseconds
+                except Exception as error:
+                    rows[variant].error = f"prediction: {one_line(error)}"
         callables = {}
         for variant, module in modules.items():
             if case.backend != "eager":

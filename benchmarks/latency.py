@@ -28,7 +28,8 @@ def bench_arguments(args: argparse.Namespace) -> list[str]:
     suffix = ("-compile" if args.compile else "") + ("-cuda" if args.device == "cuda" else "")
     argv = ["bench", *args.models, "--calibrate", "--amount", "0.3", "--side", "input", "--method", "unconstrained",
             "--batch", *map(str, args.batch), "--threads", str(args.threads), "--repeats", str(args.repeats),
-            "--warmup", str(args.warmup), "--device", args.device, "--csv", f"benchmarks/results/latency{suffix}.csv",
+            "--warmup", str(args.warmup), "--device", args.device,
+            "--csv", args.csv or f"benchmarks/results/latency{suffix}.csv",
             "--plot", args.plot or f"benchmarks/latency{suffix}.png"]  # fmt: skip
     if args.compile:
         argv += ["--backend", "eager", "compile", "--compile-models", *args.compile_models]
@@ -46,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-models", nargs="+", default=COMPILE_MODELS)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--plot", help="plot path (default benchmarks/latency[-compile][-cuda].png)")
+    parser.add_argument("--csv", help="CSV path (default benchmarks/results/latency[-compile][-cuda].csv)")
     args = parser.parse_args(argv)
     command = bench_arguments(args)
     print("fx-upscale " + " ".join(command), flush=True)

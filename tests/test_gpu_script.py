@@ -99,8 +99,9 @@ def test_without_cuda_says_so_and_exits_0(tmp_path):
 
 
 def test_smoke_run_on_cpu(tmp_path):
-    """Every step of the GPU run, on the CPU with a tiny model: exports, eager cases in two dtypes and two batches,
-    the profiler, the compile cases (dynamo's eager backend standing in for inductor), the CSV and the tables."""
+    """Every step of the GPU run, on the CPU with a tiny model: the cost model's calibration, exports planned with
+    it, eager cases in two dtypes and two batches (float32 ones predicted), the profiler, the compile cases
+    (dynamo's eager backend standing in for inductor), the CSV and the tables."""
     out = tmp_path / "out"
     result = run_script(out, "--device", "cpu", "--smoke", env=script_env(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -117,11 +118,13 @@ def test_smoke_run_on_cpu(tmp_path):
         assert float(row["kernel_ms"]) > 0 and int(row["kernels"]) > 0
         assert (row["compile_s"] != "") == (row["backend"] == "compile")
         assert int(row["params"]) > 0 and row["device"].startswith("cpu") and row["torch"] == torch.__version__
+        assert (row["predicted_ms"] != "") == ((row["dtype"], row["backend"]) == ("float32", "eager"))
     by_variant = {r["variant"]: r for r in rows if (r["batch"], r["dtype"], r["backend"]) == ("2", "float32", "eager")}
     assert int(by_variant["baseline"]["copied_elements"]) > int(by_variant["upscale"]["copied_elements"])
     assert int(by_variant["unpruned"]["params"]) > int(by_variant["upscale"]["params"])
     markdown = (out / gpu.MARKDOWN_NAME).read_text()
     assert "| model | batch | dtype | backend | unpruned |" in markdown and markdown in result.stdout + "\n"
+    assert "Predicted by the cost model calibrated on the device" in markdown
     assert (out / "gpu_latency.log").read_text().count("export tiny batch") >= 2
 
 
