@@ -173,10 +173,12 @@ def test_bench_writes_a_row_per_model_batch_backend_and_variant(tmp_path, capsys
     for row in rows:
         assert float(row["min_ms"]) <= float(row["q1_ms"]) <= float(row["median_ms"]) <= float(row["q3_ms"])
         assert float(row["q3_ms"]) <= float(row["max_ms"]) and row["repeats"] == "3"
-    cells = markdown_rows(stdout, FACTORY)  # the latency table's rows, then the copies table's
-    assert [row[:3] for row in cells[:2]] == [[FACTORY, "1", "eager"], [FACTORY, "3", "eager"]]
-    assert [row[:2] for row in cells[2:]] == [[FACTORY, "1"], [FACTORY, "3"]]
+        assert float(row["predicted_ms"]) > 0 and row["cost_model"] in ("calibrated", "default")
+    cells = markdown_rows(stdout, FACTORY)  # the latency table's rows, the predicted ones, then the copies table's
+    assert [row[:3] for row in cells[:4]] == [[FACTORY, b, "eager"] for b in "1313"]
+    assert [row[:2] for row in cells[4:]] == [[FACTORY, "1"], [FACTORY, "3"]]
     assert all(re.fullmatch(r"\d+\.\d \[\d+\.\d–\d+\.\d\]", cell) for cell in cells[0][3:8])
+    assert all(re.fullmatch(r"\d+\.\d \([+-]\d+%\)", cell) for cell in cells[2][3:8]) and cells[2][8] in ("yes", "no")
     assert int(rows[-1]["conv_copied_elements"]) > 0 and png.read_bytes()[:4] == b"\x89PNG"
 
 
