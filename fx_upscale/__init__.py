@@ -9,10 +9,14 @@ and :meth:`HandlerTable.register_handler` adds a full handler. Around the export
 (``compile.py``) prunes inside ``torch.compile``; :func:`save` / :func:`load` (``serialization.py``) write and read
 a pruned model as a ``.pt2`` file; ``passes/`` composes with other passes under ``PassManager``;
 :func:`recalibrate_batchnorm` (``recalibration.py``) re-estimates BatchNorm statistics of a pruned model on
-calibration batches.
+calibration batches. Mode ``upscale`` chooses each consumer's access by the latency a :class:`CostModel`
+(``cost_model.py``) predicts: :func:`calibrate` measures its constants on this machine, :func:`predict_latency`
+prices a whole forward.
 """
 
+from . import cost_model
 from .compile import compile_backend
+from .cost_model import CostModel, calibrate, predict_latency
 from .errors import MaskWarning, SpecError, TracingError, UnsupportedGraphError, UnsupportedOpError, UpscaleError
 from .export import ExportResult, export, plan
 from .masking import mask
@@ -26,6 +30,7 @@ from .tracing import trace
 
 __all__ = [
     "ChannelPlan",
+    "CostModel",
     "HandlerTable",
     "MaskWarning",
     "OpHandler",
@@ -37,12 +42,15 @@ __all__ = [
     "UnsupportedGraphError",
     "UnsupportedOpError",
     "UpscaleError",
+    "calibrate",
     "compile_backend",
+    "cost_model",
     "default_handlers",
     "export",
     "load",
     "mask",
     "plan",
+    "predict_latency",
     "recalibrate_batchnorm",
     "register_per_channel",
     "register_pointwise",

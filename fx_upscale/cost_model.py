@@ -22,7 +22,8 @@ for the current machine (``fx-upscale calibrate`` writes it), or :func:`default_
 The planner prices each consumer's access with :meth:`CostModel.gather`, :meth:`CostModel.narrow`,
 :meth:`CostModel.zero_columns` and :meth:`CostModel.cat` (``planning/access.py``); :func:`predict_latency`
 prices a whole forward of any module by running it once under a dispatch mode that sees every aten op.
-Under ``backend="compile"`` views fuse into their readers: they cost nothing.
+Under ``backend="compile"`` views fuse into their readers and a ``cat`` is one generated kernel: views and ``cat``
+inputs cost nothing.
 Start reading at :class:`CostModel`.
 """
 
@@ -168,9 +169,10 @@ def check_backend(backend: str) -> None:
 
 
 def _for_backend(model: CostModel, backend: str) -> CostModel:
-    """Under ``torch.compile`` views fuse into their readers and module calls are gone."""
+    """Under ``torch.compile`` views fuse into their readers, a ``cat`` of them is one generated kernel, and module
+    calls are gone."""
     if backend == "compile":
-        return replace(model, backend="compile", view_seconds=0.0, module_seconds=0.0)
+        return replace(model, backend="compile", view_seconds=0.0, input_seconds=0.0, module_seconds=0.0)
     return model
 
 

@@ -39,5 +39,7 @@ def test_measured_gathers_equal_the_report(name):
         measured = count_copies(result.module, x)
         assert measured["index_select"] == result.report.copied_elements
         assert measured["cat"] <= unpruned["cat"]
-    if name == "densenet121":  # selections absorbed: the cats copy less than the unpruned model's
-        assert measured["index_select"] == 0 and measured["cat"] < unpruned["cat"]
+    if name == "densenet121":  # with views free, every selection is absorbed: the cats copy less than unpruned
+        free_views = fx_upscale.cost_model.default_cost_model(backend="compile")
+        absorbed = count_copies(fx_upscale.export(model, x, spec=spec, cost_model=free_views).module, x)
+        assert absorbed["index_select"] == 0 and absorbed["cat"] < unpruned["cat"]

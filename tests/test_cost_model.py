@@ -39,7 +39,7 @@ def test_calibration_measures_every_constant_and_is_cached_per_device_dtype_back
     assert all(0 < t < 1e-2 for t in times) and eager.input_seconds >= 0 and eager.module_seconds >= 0
     assert eager.seconds_per_fresh_byte >= 0 and eager.seconds_per_special_byte > eager.seconds_per_byte
     assert eager.channel_block in (4, 8, 16)
-    compiled = replace(eager, backend="compile", view_seconds=0.0, module_seconds=0.0)
+    compiled = replace(eager, backend="compile", view_seconds=0.0, input_seconds=0.0, module_seconds=0.0)
     assert cm.save_cost_model(eager) == cm.save_cost_model(compiled) == cache
     assert cm.load_cost_model() == eager and cm.load_cost_model(backend="compile") == compiled
     assert cm.load_cost_model(dtype=torch.float64).source == "default"  # another dtype: not calibrated
@@ -49,7 +49,7 @@ def test_calibration_measures_every_constant_and_is_cached_per_device_dtype_back
 
 def test_compile_backend_prices_views_and_module_calls_at_nothing():
     compiled = cm.default_cost_model(backend="compile")
-    assert compiled.view_seconds == compiled.module_seconds == 0 < compiled.op_seconds
+    assert compiled.view_seconds == compiled.input_seconds == compiled.module_seconds == 0 < compiled.op_seconds
     with pytest.raises(ValueError, match=r"backend must be one of \('eager', 'compile'\), not 'jit'"):
         cm.load_cost_model(backend="jit")
 
