@@ -12,7 +12,8 @@ for the current machine (``fx-upscale calibrate`` writes it), or :func:`default_
 - a convolution costs ``conv_seconds`` instead of ``op_seconds``, and a grouped one (depthwise) is priced by the
   bytes it moves, at ``seconds_per_grouped_byte``; a batch norm costs ``norm_seconds`` instead of ``op_seconds``;
 - an element-wise op computing a transcendental function (SiLU, sigmoid, GELU, exp, softmax, ...) moves its bytes
-  at ``seconds_per_special_byte``;
+  at ``seconds_per_special_byte``, a batch norm at ``seconds_per_norm_byte``; a max or average pooling costs
+  ``seconds_per_pool_tap`` per output element and window tap;
 - bytes an op moves beyond ``cache_bytes`` cost ``seconds_per_memory_byte`` instead (they do not fit the cache);
 - an output larger than ``fresh_bytes`` costs ``seconds_per_fresh_byte`` per byte more: on a CPU such a buffer is
   mapped afresh on each call and every page faults in (glibc's allocator returns allocations above 32 MiB to the
@@ -30,6 +31,7 @@ Start reading at :class:`CostModel`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -71,6 +73,8 @@ class CostModel:
     seconds_per_memory_byte: float  # bytes an op moves beyond ``cache_bytes`` come from memory, not cache
     seconds_per_grouped_byte: float
     seconds_per_special_byte: float
+    seconds_per_norm_byte: float  # a batch norm moves its bytes at this rate at best
+    seconds_per_pool_tap: float  # a max or average pooling: per output element and window tap
     seconds_per_fresh_byte: float
     seconds_per_mac: float
     seconds_per_batched_mac: float  # a convolution over a batch of BATCHED or more runs its multiply-adds faster
@@ -134,6 +138,7 @@ def default_cost_model(device: str = "cpu", dtype: str = "float32", backend: str
                           norm_seconds=1e-5, input_seconds=2e-7, module_seconds=3e-6, seconds_per_byte=1 / 2e12,
                           seconds_per_memory_byte=1 / 2e12,
                           seconds_per_grouped_byte=1 / 1e12, seconds_per_special_byte=1 / 2e12,
+                          seconds_per_norm_byte=1 / 2e12, seconds_per_pool_tap=1e-12,
                           seconds_per_fresh_byte=0.0, seconds_per_mac=1 / 2e13, seconds_per_batched_mac=1 / 4e13,
                           channel_block=8)  # fmt: skip
     else:
@@ -153,6 +158,8 @@ def default_cost_model(device: str = "cpu", dtype: str = "float32", backend: str
             seconds_per_memory_byte=3.5e-11,
             seconds_per_grouped_byte=1.2e-10 / threads,
             seconds_per_special_byte=5e-11 / threads,
+            seconds_per_norm_byte=2.2e-11 / threads,
+            seconds_per_pool_tap=3.3e-9 / threads,
             seconds_per_fresh_byte=4e-10,
             seconds_per_mac=2.3e-11 / threads,
             seconds_per_batched_mac=1.9e-11 / threads,
@@ -246,6 +253,8 @@ def calibrate(device: torch.device | str = "cpu", dtype: torch.dtype = torch.flo
         seconds_per_memory_byte=per_byte,
         seconds_per_grouped_byte=bench.seconds_per_grouped_byte(conv_seconds),
         seconds_per_special_byte=bench.seconds_per_special_byte(op),
+        seconds_per_norm_byte=bench.seconds_per_norm_byte(norm, module),
+        seconds_per_pool_tap=bench.seconds_per_pool_tap(op),
         seconds_per_fresh_byte=bench.seconds_per_fresh_byte(op, per_byte) if device.type == "cpu" else 0.0,
         seconds_per_mac=bench.seconds_per_mac(per_byte, conv_seconds),
         seconds_per_batched_mac=bench.seconds_per_mac(per_byte, conv_seconds, batch=8),
@@ -299,6 +308,17 @@ class _Bench:
             rates.append(max(self.per_call(partial(torch.relu, x)) - op, 0.0) / (2 * x.nbytes))
             rates.append(max(self.per_call(partial(torch.add, x, x)) - op, 0.0) / (3 * x.nbytes))
         return rates
+
+    def seconds_per_norm_byte(self, tiny: nn.Module, module: float) -> float:
+        """An inference BatchNorm over 6.4 MB: seconds per byte read and written, its fixed cost taken out."""
+        x, norm = self.tensor(1, 256, 56, 56), self.module(nn.BatchNorm2d(256).eval())
+        small = self.tensor(1, 16, 4, 4)
+        return max(self.per_call(partial(norm, x)) - self.per_call(partial(tiny, small)), 0.0) / (2 * x.nbytes)
+
+    def seconds_per_pool_tap(self, op: float) -> float:
+        """A 3x3 max pooling of stride 2 over 64 x 112 x 112 (a ResNet stem): seconds per output element and tap."""
+        x = self.tensor(1, 64, 112, 112)
+        return max(self.per_call(partial(F.max_pool2d, x, 3, 2, 1)) - op, 0.0) / (64 * 56 * 56 * 9)
 
     def seconds_per_special_byte(self, op: float) -> float:
         """SiLU over 1.6 MB: seconds per byte read and written by a transcendental element-wise op."""
@@ -441,7 +461,7 @@ class _OpRecorder(TorchDispatchMode):
             macs = _macs(func, args, kwargs, out, self.model.channel_block, self.model.width_block)
             self.bytes_moved += moved
             self.macs += macs
-            cost = _op_cost(self.model, func, args, moved, macs)
+            cost = _op_cost(self.model, func, args, out, moved, macs)
             if written > self.model.fresh_bytes:
                 cost += written * self.model.seconds_per_fresh_byte
         self.seconds[name] = self.seconds.get(name, 0.0) + cost
@@ -449,13 +469,19 @@ class _OpRecorder(TorchDispatchMode):
 
 
 _NORMS = {"_native_batch_norm_legit_no_training", "_native_batch_norm_legit", "native_batch_norm", "batch_norm"}
+_POOLS = {"max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices",
+          "avg_pool1d", "avg_pool2d", "avg_pool3d"}  # fmt: skip
 _SPECIAL = {"silu", "silu_", "sigmoid", "sigmoid_", "gelu", "tanh", "tanh_", "exp", "erf", "mish", "elu", "softplus",
             "_softmax", "softmax", "_log_softmax", "log_softmax", "log", "pow"}  # fmt: skip
 
 
-def _op_cost(model: CostModel, func, args, moved: int, macs: int) -> float:
-    """One non-view op: its fixed cost, bytes and multiply-adds (a grouped convolution: bytes at its own rate)."""
+def _op_cost(model: CostModel, func, args, out, moved: int, macs: int) -> float:
+    """One non-view op: its fixed cost, bytes and multiply-adds (a grouped convolution: bytes at its own rate; a
+    pooling: its window taps)."""
     name = func.overloadpacket.__name__
+    if name in _POOLS:
+        kernel = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
+        return model.op_seconds + _tensors(out)[0].numel() * math.prod(kernel) * model.seconds_per_pool_tap
     if name == "convolution":
         groups = args[8] if len(args) > 8 else 1
         if groups > 1:
@@ -468,6 +494,8 @@ def _op_cost(model: CostModel, func, args, moved: int, macs: int) -> float:
     moving = model.moving(moved)
     if name in _SPECIAL:  # computing the function, not moving the bytes, bounds it
         moving = max(moving, moved * model.seconds_per_special_byte)
+    elif name in _NORMS:
+        moving = max(moving, moved * model.seconds_per_norm_byte)
     return fixed + moving + macs * model.seconds_per_mac
 
 

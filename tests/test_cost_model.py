@@ -21,6 +21,7 @@ UNIT = cm.CostModel("cpu", "float64", "eager", 1, view_seconds=10.0, op_seconds=
                     norm_seconds=1000.0, input_seconds=0.5, module_seconds=0.25, seconds_per_byte=1e-3,
                     seconds_per_memory_byte=1e-3,
                     seconds_per_grouped_byte=1e-2, seconds_per_special_byte=1e-1, seconds_per_fresh_byte=1.0,
+                    seconds_per_norm_byte=1e-3, seconds_per_pool_tap=1e-2,
                     seconds_per_mac=1e-6, seconds_per_batched_mac=1e-7, channel_block=1)  # fmt: skip
 
 
@@ -38,6 +39,7 @@ def test_calibration_measures_every_constant_and_is_cached_per_device_dtype_back
              eager.seconds_per_grouped_byte, eager.seconds_per_special_byte, eager.seconds_per_mac]  # fmt: skip
     assert all(0 < t < 1e-2 for t in times) and eager.input_seconds >= 0 and eager.module_seconds >= 0
     assert eager.seconds_per_fresh_byte >= 0 and eager.seconds_per_special_byte > eager.seconds_per_byte
+    assert eager.seconds_per_norm_byte > 0 and eager.seconds_per_pool_tap > 0
     assert eager.channel_block in (4, 8, 16)
     compiled = replace(eager, backend="compile", view_seconds=0.0, input_seconds=0.0, module_seconds=0.0)
     assert cm.save_cost_model(eager) == cm.save_cost_model(compiled) == cache
@@ -86,6 +88,14 @@ def test_transcendental_ops_and_large_fresh_outputs_cost_more_per_byte():
     assert silu.seconds == pytest.approx(1.0 + moved * 1e-1)
     fresh = cm.predict_latency(nn.ReLU(), x, replace(UNIT, fresh_bytes=x.nbytes - 1))
     assert fresh.seconds == pytest.approx(relu.seconds + x.nbytes * 1.0)
+
+
+def test_a_pooling_is_priced_by_its_window_taps():
+    x = torch.randn(1, 8, 6, 6, dtype=torch.float64)
+    pooled = cm.predict_latency(nn.MaxPool2d(3, 2, 1), x, UNIT)
+    assert pooled.seconds == pytest.approx(1.0 + 8 * 3 * 3 * 9 * 1e-2)
+    averaged = cm.predict_latency(nn.AvgPool2d(2), x, UNIT)
+    assert averaged.seconds == pytest.approx(1.0 + 8 * 3 * 3 * 4 * 1e-2)
 
 
 def test_convolutions_are_priced_with_channels_padded_to_the_kernel_block():
