@@ -75,8 +75,11 @@ def rebuild_masked(out: Path, seed: int = 0) -> nn.Module:
 
 def test_prune_writes_a_model_that_reloads_and_equals_the_masked_model(tmp_path, capsys):
     out = tmp_path / "pruned"
-    code, stdout, _ = run_main(capsys, "prune", FACTORY, "--input-shape", SHAPE, "--amount", "0.4", "--dtype",
-                               "float64", "--heuristic", "l1", "--out", str(out))  # fmt: skip
+    try:
+        code, stdout, _ = run_main(capsys, "prune", FACTORY, "--input-shape", SHAPE, "--amount", "0.4", "--dtype",
+                                   "float64", "--heuristic", "l1", "--threads", "2", "--out", str(out))  # fmt: skip
+    finally:
+        torch.set_num_threads(1)
     assert code == 0 and "wrote" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["model.pt2", "report.json", "spec.json", "summary.md"]
     x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
@@ -91,6 +94,7 @@ def test_prune_writes_a_model_that_reloads_and_equals_the_masked_model(tmp_path,
                                 "scope": "local"}  # fmt: skip
     assert document["max_abs_diff"] <= 1e-9 and report["params_after"] < report["params_before"]
     assert report["gathers"] >= 1 and report["copied_elements"] > 0
+    assert report["cost_model"].startswith("cpu/float64/eager/threads=2/")  # planned for the threads it runs with
     consumers = [c for s in report["segments"] for c in s["consumers"]]
     assert {"full", "narrow", "gather"} >= {c["access"] for c in consumers} and all(c["reason"] for c in consumers)
 

@@ -142,6 +142,12 @@ def _add_prune_options(parser: argparse.ArgumentParser) -> None:
         help="export: upscale (reorder channels, gather only where unavoidable), baseline (a "
         "gather for every subset) or constrained (no copies, drops more) (default upscale)",
     )
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        help="torch threads; the upscale export plans with the cost model calibrated for this many "
+        "(fx-upscale calibrate --threads N) (default: torch's)",
+    )
     _add_common(parser)
 
 

@@ -70,6 +70,8 @@ PRUNE_STEPS: tuple[Step, ...] = (
 
 def run_steps(args: argparse.Namespace, steps: Sequence[Step]) -> Pruned:
     """Run ``steps`` in order on what the options describe, with a progress bar over them."""
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the export plans with the cost model calibrated for this many
     pruned = Pruned(args)
     with progress_bar(steps, quiet=args.quiet, description=args.command) as bar:
         for label, step in bar:
