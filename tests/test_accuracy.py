@@ -15,10 +15,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import fx_upscale  # noqa: E402
-from benchmarks.accuracy import compare, depgraph  # noqa: E402
+from benchmarks.accuracy import compare, depgraph, float64_check  # noqa: E402
 from benchmarks.accuracy.data import DataConfig, load_digits_split  # noqa: E402
 from benchmarks.accuracy.experiment import run_experiment  # noqa: E402
-from benchmarks.accuracy.sweep import RECALIBRATION_BATCHES, Setting, calibration_batches, load_trained  # noqa: E402
+from benchmarks.accuracy.sweep import (  # noqa: E402
+    RECALIBRATION_BATCHES,
+    Point,
+    Setting,
+    calibration_batches,
+    load_trained,
+)
 from benchmarks.accuracy.train import TrainConfig, predict, trained_model  # noqa: E402
 
 DATA = DataConfig(size=16, train_fraction=0.5)
@@ -188,3 +194,15 @@ def check_one_point_by_hand(rows: list[dict], directory: Path) -> None:
     assert row["params_after"] == result.report.params_after
     assert row["accuracy"] == pytest.approx(float((exported == split.test_y).float().mean()), abs=1e-6)
     assert row["recalibrated_accuracy"] == pytest.approx(float((predicted == split.test_y).float().mean()), abs=1e-6)
+    found = float64_check.check(model, Point("resnet18", "l2", "input", "unconstrained", 0.3), split)
+    assert found["float64"] <= 1e-9 * found["scale"] and found["float32"] <= 1e-3 * found["scale"]
+    assert found["float32"] == pytest.approx(row["recalibrated_max_abs_logit_diff"], rel=1e-6, abs=1e-9)
+
+
+def test_float64_check_selects_the_points_above_its_threshold(tmp_path):
+    table = tmp_path / "accuracy.csv"
+    table.write_text(
+        "model,heuristic,side,method,amount,recalibrated_max_abs_logit_diff\n"
+        "densenet121,fpgm,input,constrained,0.55,0.054\nresnet18,l2,input,unconstrained,0.3,1e-6\n"
+    )
+    assert float64_check.suspicious_points(table, 1e-3) == [Point("densenet121", "fpgm", "input", "constrained", 0.55)]
