@@ -17,7 +17,7 @@ from torch import nn
 
 from .capture import module_of
 from .channels import ChannelAnalysis, analyse_channels
-from .cost_model import CostModel, default_cost_model, load_cost_model
+from .cost_model import CostModel, load_cost_model
 from .errors import SpecError, describe_node
 from .ops import HandlerTable, LayerNorm, PerChannel, Unknown, producer_weights
 from .passes import apply_plan
@@ -115,9 +115,8 @@ def plan(
     ``fx_upscale.passes.upscale_passes(plan)`` in your own ``PassManager``.
     """
     analysis = analyse_channels(graph_module, handlers)
-    return plan_channels(
-        analysis, find_segments(analysis), mode, on_unsupported, Pricing(cost_model or default_cost_model())
-    )
+    pricing = Pricing(cost_model) if cost_model else None  # None: the default cost model
+    return plan_channels(analysis, find_segments(analysis), mode, on_unsupported, pricing)
 
 
 def check_output_channels(spec: PruneSpec, analysis: ChannelAnalysis) -> None:

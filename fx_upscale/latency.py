@@ -130,12 +130,16 @@ def measure(
     """Time every variant under every backend of ``variants`` (backend -> variant -> module) on ``inputs``,
     interleaved; one :class:`Timing` each, with the latency ``cost_models[backend]`` predicts (default: the
     cached calibration)."""
-    cost_models = cost_models or {}
+    models = {b: (cost_models or {}).get(b) or load_cost_model(inputs.device, inputs.dtype, b) for b in variants}
     modules = {(backend, variant): module for backend, row in variants.items() for variant, module in row.items()}
-    copies = {key: measure_copies(module, inputs) for key, module in modules.items()}
+    copies_of: dict[int, tuple[int, int]] = {}  # a module shared by several backends is counted once
+    for module in modules.values():
+        if id(module) not in copies_of:
+            copies_of[id(module)] = measure_copies(module, inputs)
+    copies = {key: copies_of[id(module)] for key, module in modules.items()}
     predicted = {}
     for (backend, variant), module in modules.items():
-        cost_model = cost_models.get(backend) or load_cost_model(inputs.device, inputs.dtype, backend)
+        cost_model = models[backend]
         predicted[backend, variant] = (predict_latency(module, inputs, cost_model).milliseconds, cost_model.source)
     callables = {key: _prepare(module, key[0]) for key, module in modules.items()}
     load_before = os.getloadavg()[0]
