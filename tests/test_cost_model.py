@@ -183,5 +183,6 @@ def test_the_calibrate_command_prints_the_constants_and_caches_them(cache, capsy
     assert main(["calibrate", "--backend", "eager", "compile", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert out.count(f"cached in {cache}") == 2 and "| view_seconds" in out and "G multiply-adds/s" in out
+    assert all(f"| {rate} rate" in out for rate in ("memory_byte", "pool_tap", "batched_mac", "norm_byte"))
     assert cm.load_cost_model().source == cm.load_cost_model(backend="compile").source == "calibrated"
     assert main(["calibrate", "--device", "cuda"]) == (0 if torch.cuda.is_available() else 1)

@@ -14,7 +14,13 @@ from ..tables import format_table
 from .errors import CommandError
 from .models import DTYPES
 
-RATES = {"seconds_per_byte": "GB/s", "seconds_per_grouped_byte": "GB/s", "seconds_per_mac": "G multiply-adds/s"}
+RATES = {
+    "seconds_per_byte": "GB/s", "seconds_per_memory_byte": "GB/s", "seconds_per_grouped_byte": "GB/s",
+    "seconds_per_special_byte": "GB/s", "seconds_per_norm_byte": "GB/s", "seconds_per_fresh_byte": "GB/s",
+    "seconds_per_pool_tap": "G taps/s", "seconds_per_mac": "G multiply-adds/s",
+    "seconds_per_batched_mac": "G multiply-adds/s",
+}  # fmt: skip
+SIZES = {"fresh_bytes": "MiB", "cache_bytes": "MiB", "channel_block": "channels", "width_block": "columns"}
 
 
 def command_calibrate(args: argparse.Namespace) -> int:
@@ -35,8 +41,9 @@ def constants_table(model: cm.CostModel) -> str:
     for name, value in asdict(model).items():
         if name.endswith("_seconds"):
             rows.append([name, f"{value * 1e6:.2f}", "µs"])
-        elif name in RATES:
-            rows.append([name.replace("seconds_per_", "") + " rate", f"{1e-9 / value:.1f}", RATES[name]])
-        elif name == "channel_block":
-            rows.append([name, str(value), "channels"])
+        elif name in RATES:  # a rate of zero: that cost is not there (no fresh allocations on a GPU)
+            rate = f"{1e-9 / value:.1f}" if value else "free"
+            rows.append([name.replace("seconds_per_", "") + " rate", rate, RATES[name]])
+        elif name in SIZES:
+            rows.append([name, str(value >> 20 if SIZES[name] == "MiB" else value), SIZES[name]])
     return format_table(rows, ["constant", "value", "unit"], markdown=True)
