@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -42,6 +43,7 @@ COLUMNS = {
 TOOL_COLUMNS = {
     *("tool", "model", "target_sparsity", "pruning_ratio", "params_before", "params_after", "sparsity"),
     *("accuracy", "recalibrated_accuracy", "seconds"),
+    *(f"{prefix}{column}" for prefix in ("", "recalibrated_") for column in depgraph.EXACTNESS),
     *LATENCY,
 }
 
@@ -161,6 +163,8 @@ def check_tool(experiment) -> None:
     assert set(row) == TOOL_COLUMNS and row["tool"] == "torch-pruning" and row["model"] == "resnet18"
     assert abs(row["sparsity"] - 0.2) <= depgraph.TOLERANCE and 0 < row["pruning_ratio"] < 0.2
     assert 0 <= row["accuracy"] <= 1 and 0 <= row["recalibrated_accuracy"] <= 1 and row["seconds"] > 0
+    for prefix in ("", "recalibrated_"):  # Torch-Pruning's model predicts what its masked twin predicts
+        assert row[f"{prefix}mismatches"] == 0 and row[f"{prefix}max_abs_logit_diff"] < 1e-3
     (entry,) = experiment.tool_table
     assert entry["params"] == row["params_after"] and entry["torch-pruning_accuracy"] == row["accuracy"]
     # fx_upscale's curves interpolated at Torch-Pruning's sparsity lie between their measured neighbours
@@ -206,3 +210,24 @@ def test_float64_check_selects_the_points_above_its_threshold(tmp_path):
         "densenet121,fpgm,input,constrained,0.55,0.054\nresnet18,l2,input,unconstrained,0.3,1e-6\n"
     )
     assert float64_check.suspicious_points(table, 1e-3) == [Point("densenet121", "fpgm", "input", "constrained", 0.55)]
+
+
+def test_torch_pruning_twin_zeroes_what_torch_pruning_removes() -> None:
+    """A DenseNet's BatchNorm reads a concatenation that several groups prune one after another, each naming rows by
+    their position as pruned so far: the twin follows them, and computes what the pruned model computes."""
+    pytest.importorskip("torch_pruning")
+    torch.manual_seed(0)
+    model = torchvision.models.DenseNet(growth_rate=8, block_config=(3, 3), num_init_features=16, num_classes=10)
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2), norm.bias.data.uniform_(-0.5, 0.5)
+    model = model.double().eval()
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    pruned, twin = depgraph.prune_with_twin(model, x[:1], 0.3)
+    assert depgraph.count(pruned) < 0.8 * depgraph.count(model)
+    zeroed = [
+        n for n, p in twin.named_parameters() if p.eq(0).any() and not dict(model.named_parameters())[n].eq(0).any()
+    ]
+    assert any(".norm1." in n for n in zeroed) and any(".conv2." in n for n in zeroed)
+    with torch.no_grad():
+        assert torch.allclose(pruned(x), twin(x), rtol=0, atol=1e-10)
+        assert not torch.allclose(model(x), twin(x), rtol=0, atol=1e-3)  # the twin is pruned: it computes another model

@@ -138,19 +138,25 @@ def print_summary(experiment: Experiment) -> None:
 
 
 def print_checks(experiment: Experiment) -> None:
-    rows = experiment.rows
-    for prefix, label in (("", "as trained"), ("recalibrated_", "recalibrated")):
-        mismatches = sum(row[f"{prefix}mismatches"] for row in rows)
-        mismatches64 = sum(row[f"{prefix}mismatches_float64"] for row in rows)
-        largest = max(row[f"{prefix}max_abs_logit_diff"] for row in rows)
-        print(f"\nexported vs masked predictions ({label}), {len(rows)} points: {mismatches} differ in float32 "
-              f"({mismatches64} in float64); max |logit difference| {largest:.2e}")  # fmt: skip
+    checked = (("exported vs masked", experiment.rows), ("Torch-Pruning vs its masked twin", experiment.tool))
+    for what, rows in checked:
+        for prefix, label in (("", "as trained"), ("recalibrated_", "recalibrated")):
+            if rows:
+                print_check(rows, prefix, f"{what} predictions ({label})")
     t = experiment.timings
     print(
         f"wall time: training {t['train_seconds']:.0f} s, pruning sweep {t['sweep_seconds']:.0f} s "
         f"({t['points']} points, {t['workers']} workers x 1 thread); load average {t['load_before']:.2f} before, "
         f"{t['load_after']:.2f} after"
     )
+
+
+def print_check(rows: list[dict], prefix: str, what: str) -> None:
+    mismatches = sum(row[f"{prefix}mismatches"] for row in rows)
+    mismatches64 = sum(row[f"{prefix}mismatches_float64"] for row in rows)
+    largest = max(row[f"{prefix}max_abs_logit_diff"] for row in rows)
+    print(f"\n{what}, {len(rows)} points: {mismatches} differ in float32 ({mismatches64} in float64); "
+          f"max |logit difference| {largest:.2e}")  # fmt: skip
 
 
 if __name__ == "__main__":
