@@ -15,6 +15,7 @@ curves as PNG, and prints the Markdown tables.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import time
@@ -109,18 +110,33 @@ def print_finetune(rows: list[dict], base: dict[str, float], seconds: float) -> 
 def models_markdown(models: list[dict]) -> str:
     """The trained models: parameters, recipe, mean training loss over the last 5 epochs and the 5 before, test
     accuracy (as trained, BatchNorm recalibrated), training seconds and load."""
-    headers = ("model", "params", "epochs", "batch", "loss, last 5 epochs (5 before)", "test accuracy",
-               "recalibrated", "training s", "load during training")  # fmt: skip
+    headers = ("model", "params", "epochs", "batch", "loss, last 5 epochs (5 before)",
+               "trend, last 5 epochs (%/epoch ± s.e.)", "test accuracy", "recalibrated", "training s",
+               "load during training")  # fmt: skip
     rows = []
     for info in models:
         losses = [h["loss"] for h in info.get("history") or []] or [float("nan")]
         last, before = statistics.mean(losses[-5:]), statistics.mean(losses[-10:-5] or [float("nan")])
+        slope, error = loss_trend(losses[-5:])
         seconds = f"{info.get('seconds', float('nan')):.0f}" + (" (cached)" if info.get("cached") else "")
         load = f"{info.get('load_before', float('nan')):.1f} / {info.get('load_after', float('nan')):.1f}"
         rows.append((info["model"], f"{info['params']:,}", info["epochs"], info["batch_size"],
-                     f"{last:.3f} ({before:.3f})", f"{info['accuracy']:.1%}",
+                     f"{last:.3f} ({before:.3f})", f"{slope:+.0f} ± {error:.0f}", f"{info['accuracy']:.1%}",
                      f"{info['recalibrated_accuracy']:.1%}", seconds, load))  # fmt: skip
     return format_table(rows, headers, markdown=True)
+
+
+def loss_trend(losses: list[float]) -> tuple[float, float]:
+    """The least-squares slope of ``losses`` (one per epoch) and its standard error, in percent of their mean per
+    epoch: a slope within about two standard errors of zero is a loss that has stopped falling beyond its noise."""
+    if len(losses) < 3:
+        return float("nan"), float("nan")
+    epochs = range(len(losses))
+    slope, intercept = statistics.linear_regression(epochs, losses)
+    residual = sum((y - intercept - slope * x) ** 2 for x, y in zip(epochs, losses))
+    spread = sum((x - statistics.mean(epochs)) ** 2 for x in epochs)
+    scale = 100 / statistics.mean(losses)
+    return slope * scale, math.sqrt(residual / (len(losses) - 2) / spread) * scale
 
 
 def print_summary(experiment: Experiment) -> None:

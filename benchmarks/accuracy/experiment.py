@@ -46,7 +46,7 @@ DIGITS = DataConfig()  # 32x32, 3 channels, stratified 80/20 split, seed 0
 TRAINING = {
     "resnet18": TrainConfig(epochs=24, weight_decay=0.05),
     "mobilenet_v2": TrainConfig(epochs=30, batch_size=32, lr=1e-2, weight_decay=0.05),
-    "densenet121": TrainConfig(epochs=16, weight_decay=0.05),
+    "densenet121": TrainConfig(epochs=24, weight_decay=0.05),
     "efficientnet_b0": TrainConfig(epochs=30, batch_size=32, clip_grad_norm=1.0, weight_decay=0.05),
 }
 # The kernels every x86-64 machine since 2013 has: ATen's AVX2 kernels and oneDNN's AVX2 convolutions.
