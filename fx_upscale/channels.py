@@ -152,8 +152,13 @@ class ChannelWalk:
             return None
         layout = Layout(axis, self.fresh(name, shape(node)[axis], fixed))
         self.layouts[name] = layout
-        self.zeros[name] = (False,) * len(layout.ids)
+        self.zeros[name] = self._attribute_zeros(node, axis) if node.op == "get_attr" else (False,) * len(layout.ids)
         return layout
+
+    def _attribute_zeros(self, node: fx.Node, axis: int) -> tuple[bool, ...]:
+        """Which channels of a tensor attribute are zero: every entry of their slice along ``axis``."""
+        value = self.tensor(str(node.target))
+        return tuple(value.movedim(axis, 0).reshape(value.shape[axis], -1).eq(0).all(dim=1).tolist())
 
     def add_read(
         self, reader: str, source: str, needed: tuple[bool, ...], groups: int = 1, macs_per_channel: int = 0
@@ -188,6 +193,12 @@ class ChannelWalk:
             for a, b in zip(first.ids, layout.ids):
                 self.tied.union(a, b)
         self.set_output(node, Layout(axis, first.ids, first.repeat), zeros)
+
+    def reassign(self, node: fx.Node, role: Any) -> bool | None:
+        """Give ``node`` another role and propagate that: for a handler that finds, from the layouts, that its node
+        does something else here (a linear layer over a non-channel axis mixes tokens)."""
+        self.roles[node.name] = role
+        return self.handlers.handler(role).propagate(self, node, role)
 
     def barrier(self, node: fx.Node, reason: str) -> None:
         """Treat ``node`` as an op no handler maps: it reads all its inputs; its output is untracked."""

@@ -27,7 +27,7 @@ class SoftClip(nn.Module):
 
 
 class ChannelAffine(nn.Module):
-    """A custom per-channel layer: shift[c] + x * gain[c], with an op fx_upscale does not know (addcmul)."""
+    """A custom per-channel layer: shift[c] + x * gain[c], with an op fx_upscale does not know (einsum)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -35,7 +35,7 @@ class ChannelAffine(nn.Module):
         self.shift = nn.Parameter(torch.randn(channels))
 
     def forward(self, x):
-        return torch.addcmul(self.shift.view(1, -1, 1, 1), x, self.gain.view(1, -1, 1, 1))
+        return self.shift.view(1, -1, 1, 1) + torch.einsum("nchw,c->nchw", x, self.gain)
 
 
 class Net(nn.Module):

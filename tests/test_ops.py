@@ -68,6 +68,7 @@ from fx_upscale.ops.instance_norm import InstanceNorm
 from fx_upscale.ops.pad import Pad
 from fx_upscale.ops.pixel_shuffle import PixelShuffle
 from fx_upscale.ops.resize import Resize
+from fx_upscale.ops.token_mixing import TokenMixing
 from fx_upscale.plan_types import ArgUpdate, ChannelPlan, ParamSlice
 
 # -- the tiny models ----------------------------------------------------------------------------------------------
@@ -391,6 +392,17 @@ MODELS: dict[str, Callable[[], Case]] = {
             conv3=conv(6, 4)),
         image(),
     ),
+    # a linear layer over the flattened pixels (tokens) of conv1's channels: each channel on its own
+    "token_mixing": lambda: Case(
+        Net(lambda s, x: s.head(s.tokens(s.conv1(x).flatten(2)).mean(2)), conv1=conv(3, 6, rows=(1, 3)),
+            tokens=linear(4, 4), head=linear(6, 4, columns=(1, 3))),
+        image(),
+    ),
+    "token_mixing_no_bias": lambda: Case(
+        Net(lambda s, x: s.head(F.linear(s.conv1(x).flatten(2), s.w)), conv1=conv(3, 6, rows=(1, 3)),
+            w=param(4, 4), head=nn.Conv1d(6, 4, 1)),
+        image(),
+    ),
     # an attribute tied to conv1's channels, zero where conv1 is masked
     "add_attr": lambda: Case(
         Net(lambda s, x: s.conv3(s.conv1(x) + s.offset), conv1=conv(3, 6, rows=(1, 3)),
@@ -573,10 +585,12 @@ NEEDS: dict[type, set[str]] = {
     InstanceNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
     GroupNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
     FrozenBatchNorm: {"propagate", "rewrite", "masking", "invariant"},
+    TokenMixing: {"propagate"},
 }
 # Roles no route produces: another handler's ``recognise`` returns them (getitem of a split, a grouped conv, a
-# view that is not a flatten), so their handlers recognise nothing themselves.
-DERIVED = {SplitPiece, Grouped, Reshape}
+# view that is not a flatten) or its ``propagate`` reassigns (a linear layer over tokens), so their handlers
+# recognise nothing themselves.
+DERIVED = {SplitPiece, Grouped, Reshape, TokenMixing}
 # Unknown is what the table and the walk produce themselves; its handler's ``recognise`` serves a table that routes a
 # target to it.
 ROUTED = set(NEEDS) - DERIVED - {Unknown}
@@ -1023,6 +1037,12 @@ CHANNEL_RULES = [
     pytest.param("getitem_whole", "getitem", Rule(axis=1, classes=("conv1",), zeros="000000"), id="getitem-whole"),
     # PReLU: ids kept, and zeros (PReLU(0) == 0)
     pytest.param("prelu", "act", Rule(axis=1, classes=("conv1",), zeros="010100"), id="prelu-keeps-zero"),
+    # TokenMixing: a linear layer over another axis than the channels': channel identity, the bias revives zeros
+    pytest.param("token_mixing", "tokens", Rule(axis=1, classes=("conv1",), zeros="000000"), id="token-mixing-bias"),
+    pytest.param(
+        "token_mixing_no_bias", "linear", Rule(axis=1, classes=("conv1",), zeros="010100"),
+        id="token-mixing-keeps-zero",
+    ),
     pytest.param(
         "functional_prelu", "prelu", Rule(axis=1, classes=("conv1",), zeros="010100"), id="F.prelu-keeps-zero"
     ),
@@ -1053,7 +1073,7 @@ CHANNEL_RULES = [
         id="mul-broadcast-operand-read-whole",
     ),
     pytest.param(
-        "add_attr", "offset", Rule(axis=1, fresh=True, tied=("conv1",), zeros="000000"), id="attribute-tied-by-add"
+        "add_attr", "offset", Rule(axis=1, fresh=True, tied=("conv1",), zeros="010100"), id="attribute-tied-by-add"
     ),
     # Concat: along the channel axis ids concatenate; along another axis they are tied
     pytest.param(

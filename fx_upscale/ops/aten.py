@@ -44,7 +44,8 @@ ZERO_TO_NONZERO = (aten.sigmoid.default, aten.sigmoid_.default, aten.hardsigmoid
 ELEMENTWISE = {
     aten.add.Tensor: Operation.ADD, aten.add_.Tensor: Operation.ADD, aten.sub.Tensor: Operation.SUB,
     aten.sub_.Tensor: Operation.SUB, aten.mul.Tensor: Operation.MUL, aten.mul_.Tensor: Operation.MUL,
-    aten.div.Tensor: Operation.DIV, aten.div_.Tensor: Operation.DIV,
+    aten.div.Tensor: Operation.DIV, aten.div_.Tensor: Operation.DIV, aten.addcmul.default: Operation.ADDCMUL,
+    aten.addcmul_.default: Operation.ADDCMUL,
 }  # fmt: skip
 SPLITS = {aten.chunk.default: "chunk", aten.split_with_sizes.default: "split", aten.split.Tensor: "split"}
 PERMUTES = {aten.permute.default: "permute", aten.transpose.int: "transpose", aten.swapaxes.default: "swapaxes"}

@@ -1,4 +1,4 @@
-"""Elementwise ops (``add``, ``sub``, ``mul``, ``div``) and ``cat``.
+"""Elementwise ops (``add``, ``sub``, ``mul``, ``div``, ``addcmul``) and ``cat``.
 
 - :class:`Elementwise` channel ``i`` of every full-width operand is merged into channel ``i``: their ids are *tied*
   (one channel class, kept or removed as a whole); an operand broadcast along channels is read whole.
@@ -29,6 +29,7 @@ class Operation(enum.Enum):
     SUB = "sub"
     MUL = "mul"
     DIV = "div"
+    ADDCMUL = "addcmul"  # input + value * tensor1 * tensor2 (timm's Affine: ResMLP)
 
 
 ELEMENTWISE_FUNCTIONS = {
@@ -36,10 +37,12 @@ ELEMENTWISE_FUNCTIONS = {
     operator.sub: Operation.SUB, operator.isub: Operation.SUB, torch.sub: Operation.SUB,
     operator.mul: Operation.MUL, operator.imul: Operation.MUL, torch.mul: Operation.MUL,
     operator.truediv: Operation.DIV, operator.itruediv: Operation.DIV, torch.div: Operation.DIV,
+    torch.addcmul: Operation.ADDCMUL,
 }  # fmt: skip
 ELEMENTWISE_METHODS = {
     "add": Operation.ADD, "add_": Operation.ADD, "sub": Operation.SUB, "sub_": Operation.SUB,
     "mul": Operation.MUL, "mul_": Operation.MUL, "div": Operation.DIV, "div_": Operation.DIV,
+    "addcmul": Operation.ADDCMUL, "addcmul_": Operation.ADDCMUL,
 }  # fmt: skip
 CONCAT_FUNCTIONS = (torch.cat, torch.concat, torch.concatenate)
 
@@ -98,6 +101,10 @@ def _zeros(walk: ChannelWalk, node: fx.Node, names: list[str], operation: Operat
     columns = list(zip(*(walk.zeros[name] for name in names)))
     scalars = [a for a in list(node.args) + list(node.kwargs.values()) if isinstance(a, numbers.Number)]
     broadcasts = [n for n in node.all_input_nodes if n.name not in names and is_tensor(n)]
+    if operation is Operation.ADDCMUL:
+        added, factor, other = (_operand_zeros(walk, node, names, position, count) for position in range(3))
+        scaled_to_zero = arg(node, 3, "value", 1) == 0
+        return tuple(a and (f or o or scaled_to_zero) for a, f, o in zip(added, factor, other))
     if operation is Operation.MUL:
         if any(s == 0 for s in scalars):
             return (True,) * count
@@ -110,6 +117,14 @@ def _zeros(walk: ChannelWalk, node: fx.Node, names: list[str], operation: Operat
     if broadcasts or any(s != 0 for s in scalars):
         return (False,) * count
     return tuple(all(column) for column in columns)
+
+
+def _operand_zeros(walk: ChannelWalk, node: fx.Node, names: list[str], position: int, count: int) -> tuple[bool, ...]:
+    """The zero channels of positional operand ``position`` (none known for one broadcast along channels)."""
+    operand = arg(node, position, ("input", "tensor1", "tensor2")[position])
+    if isinstance(operand, fx.Node) and operand.name in names:
+        return walk.zeros[operand.name]
+    return (isinstance(operand, numbers.Number) and operand == 0,) * count
 
 
 class ConcatHandler(OpHandler[Concat]):

@@ -6,7 +6,8 @@
   writes output block ``g``; a consumer and a producer whose groups keep equal widths.
 
 Depthwise convolutions keep channel identity: :class:`ConvHandler` recognises them as
-:class:`~fx_upscale.ops.norm.PerChannel`. Start reading at :class:`WeightedHandler`.
+:class:`~fx_upscale.ops.norm.PerChannel`; a linear layer over a non-channel axis mixes tokens
+(:class:`~fx_upscale.ops.token_mixing.TokenMixing`). Start reading at :class:`WeightedHandler`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .base import (
 )
 from .norm import PerChannel, PerChannelKind
 from .structural import Unknown
+from .token_mixing import TokenMixing, mixes_tokens
 
 if TYPE_CHECKING:
     from ..channels import ChannelWalk
@@ -149,7 +151,9 @@ class WeightedHandler(OpHandler[Weighted]):
         assert isinstance(module, _ConvNd)  # the table routes only convolutions and nn.Linear here
         return self.conv.recognise_module(node, module, source)
 
-    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Weighted) -> bool:
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Weighted) -> bool | None:
+        if role.data_axis == -1 and mixes_tokens(walk, node, role.data):
+            return walk.reassign(node, TokenMixing(data=role.data, bias=role.bias))
         source = walk.layout_on(role.data, role.data_axis)
         weight = walk.tensor(role.weight)
         if source is None or weight.shape[role.weight_in_axis] != len(source.ids) * source.repeat:
