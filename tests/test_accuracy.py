@@ -231,3 +231,13 @@ def test_torch_pruning_twin_zeroes_what_torch_pruning_removes() -> None:
     with torch.no_grad():
         assert torch.allclose(pruned(x), twin(x), rtol=0, atol=1e-10)
         assert not torch.allclose(model(x), twin(x), rtol=0, atol=1e-3)  # the twin is pruned: it computes another model
+
+
+def test_every_model_decays_its_weights_alike() -> None:
+    """weight decay x the schedule's summed learning rate is DECAY for every trained model (within 2%)."""
+    from benchmarks.accuracy.experiment import DECAY, DIGITS, TRAINING
+    from benchmarks.accuracy.train import learning_rate_sum
+
+    examples = len(load_digits_split(DIGITS).train_y)
+    for name, train in TRAINING.items():
+        assert train.weight_decay * learning_rate_sum(train, examples) == pytest.approx(DECAY, rel=0.02), name

@@ -128,6 +128,21 @@ def fit(
     return history
 
 
+def learning_rate_sum(train: TrainConfig, examples: int) -> float:
+    """The sum of :func:`fit`'s one-cycle learning rates over every step: AdamW's decoupled weight decay shrinks each
+    weight by ``exp(-train.weight_decay * learning_rate_sum(...))`` over the training, gradients aside."""
+    parameter = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=train.lr)
+    steps = train.epochs * (examples // train.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=steps)
+    total = 0.0
+    for _ in range(steps):
+        total += optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        schedule.step()
+    return total
+
+
 def accuracy(model: nn.Module, split: Split) -> float:
     """Test accuracy of ``model`` (left in eval mode)."""
     model.eval()
