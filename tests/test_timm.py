@@ -16,7 +16,8 @@ import pytest
 timm = pytest.importorskip("timm")
 
 import timm_models  # noqa: E402
-from support import checked_exports  # noqa: E402
+import torch  # noqa: E402
+from support import checked_exports, randomize_small_parameters  # noqa: E402
 
 CAPTURES = ("symbolic_trace", "torch.export")
 FAST = ("resnet",)  # both front ends, in make test-fast too
@@ -49,3 +50,17 @@ def test_family_list_follows_the_rule() -> None:
     chosen, excluded = timm_models.choose_families(families)
     assert chosen == {f: timm_models.FAMILIES[f] for f in families if f in timm_models.FAMILIES}
     assert excluded == timm_models.EXCLUDED
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mixer_s16_224", "resmlp_12_224"])
+def test_token_mixing_models_export_exactly_and_shrink(name: str) -> None:
+    """The mlp_mixer family's models beside gMLP (its smallest, in the benchmark): their token-mixing linear layers
+    pass channels through, so the channel MLPs (and ResMLP's Affine-normalised residual stream) shrink; 64x64."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, img_size=64, num_classes=10).double().eval()
+    randomize_small_parameters(model)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for side, mode, result in checked_exports(model, x, "torch.export"):
+        kept = result.report.params_after / result.report.params_before
+        assert kept <= 0.75, f"side {side}, mode {mode}: {kept:.1%} of the parameters kept"
