@@ -68,6 +68,7 @@ from fx_upscale.ops.instance_norm import InstanceNorm
 from fx_upscale.ops.pad import Pad
 from fx_upscale.ops.pixel_shuffle import PixelShuffle
 from fx_upscale.ops.resize import Resize
+from fx_upscale.ops.split import Strided
 from fx_upscale.ops.token_mixing import TokenMixing
 from fx_upscale.plan_types import ArgUpdate, ChannelPlan, ParamSlice
 
@@ -158,6 +159,12 @@ def layernorm(features: int, masked: tuple[int, ...] = ()) -> nn.LayerNorm:
 
 def image(channels: int = 3, size: int = 2) -> tuple[int, ...]:
     return (2, channels, size, size)
+
+
+def _norm_tokens(s: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """LeViT's BatchNorm over tokens: channels last, batch and pixels merged, then back with reshape_as."""
+    y = s.conv1(x).permute(0, 2, 3, 1)
+    return s.fc(s.norm(y.flatten(0, 2)).reshape_as(y))
 
 
 @dataclass(frozen=True)
@@ -465,6 +472,21 @@ MODELS: dict[str, Callable[[], Case]] = {
         Net(lambda s, x: s.conv2(s.conv1(x)[:, :]), conv1=conv(3, 6), conv2=conv(6, 4)), image()
     ),
     "getitem_step": lambda: Case(Net(lambda s, x: s.conv1(x)[:, ::2], conv1=conv(3, 6)), image()),
+    # every other pixel of conv1's channels (rows 1 and 3 masked): the channels pass through
+    "getitem_spatial_step": lambda: Case(
+        Net(lambda s, x: s.conv2(s.conv1(x)[:, :, ::2, ::2]), conv1=conv(3, 6, rows=(1, 3)), conv2=conv(6, 4)),
+        image(),
+    ),
+    # batch and pixels merged in front of the channels (channels last), and a BatchNorm1d read back with reshape_as
+    "flatten_leading": lambda: Case(
+        Net(lambda s, x: s.fc(s.conv1(x).permute(0, 2, 3, 1).flatten(0, 2)), conv1=conv(3, 6, rows=(1, 3)),
+            fc=linear(6, 4)),
+        image(),
+    ),
+    "reshape_as": lambda: Case(
+        Net(_norm_tokens, conv1=conv(3, 6, rows=(1, 3)), norm=nn.BatchNorm1d(6), fc=linear(6, 4)),
+        image(),
+    ),
     # conv1 has 4 channels (row 1 masked) of 2 x 2 = 4 features each; fc's features of channel 3 are masked
     "flatten": lambda: Case(
         Net(lambda s, x: s.fc(torch.flatten(s.conv1(x), 1)), conv1=conv(3, 4, rows=(1,)),
@@ -586,11 +608,12 @@ NEEDS: dict[type, set[str]] = {
     GroupNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
     FrozenBatchNorm: {"propagate", "rewrite", "masking", "invariant"},
     TokenMixing: {"propagate"},
+    Strided: {"propagate", "masking"},
 }
 # Roles no route produces: another handler's ``recognise`` returns them (getitem of a split, a grouped conv, a
 # view that is not a flatten) or its ``propagate`` reassigns (a linear layer over tokens), so their handlers
 # recognise nothing themselves.
-DERIVED = {SplitPiece, Grouped, Reshape, TokenMixing}
+DERIVED = {SplitPiece, Grouped, Reshape, TokenMixing, Strided}
 # Unknown is what the table and the walk produce themselves; its handler's ``recognise`` serves a table that routes a
 # target to it.
 ROUTED = set(NEEDS) - DERIVED - {Unknown}
@@ -867,17 +890,21 @@ RECOGNITION = [
         "getitem_spatial", "getitem", Slice(data="conv1", dim=2, start=1, length=1, getitem=True),
         id="getitem-spatial-slice",
     ),
-    pytest.param("getitem_step", "getitem", Unknown("with a step"), id="getitem-step-unknown"),
+    pytest.param("getitem_step", "getitem", Strided(data="conv1", dims=(1,)), id="getitem-step"),
+    pytest.param("getitem_spatial_step", "getitem", Strided(data="conv1", dims=(2, 3)), id="getitem-spatial-steps"),
     pytest.param("flatten", "flatten", Flatten(data="conv1", start_dim=1), id="torch.flatten"),
     pytest.param("flatten_module", "flat", Flatten(data="conv1", start_dim=1), id="flatten-module"),
     pytest.param("flatten_view", "view", Flatten(data="conv1", start_dim=1), id="view-computed-size"),
     pytest.param(
         "view_constant", "view", Flatten(data="conv1", start_dim=1), id="view-literal-size"
     ),
-    pytest.param("flatten_partial", "flatten", Unknown("does not run to the last axis"), id="flatten-partial-unknown"),
+    pytest.param(
+        "flatten_partial", "flatten", Reshape(data="conv1", before=(2, 4, 2, 2), after=(2, 8, 2)),
+        id="flatten-partial-is-a-reshape",
+    ),
     pytest.param(
         "shuffle", "view",
-        Reshape(data="conv1", before=(2, 6, 2, 2), after=(2, 2, 3, 2, 2), constant_axes=frozenset({0, 1, 3, 4})),
+        Reshape(data="conv1", before=(2, 6, 2, 2), after=(2, 2, 3, 2, 2), constant_axes=frozenset()),
         id="reshape-into-groups",
     ),
     pytest.param("shuffle", "transpose", Permute(data="view", dims=(0, 2, 1, 3, 4)), id="transpose-method"),
@@ -1037,6 +1064,19 @@ CHANNEL_RULES = [
     pytest.param("getitem_whole", "getitem", Rule(axis=1, classes=("conv1",), zeros="000000"), id="getitem-whole"),
     # PReLU: ids kept, and zeros (PReLU(0) == 0)
     pytest.param("prelu", "act", Rule(axis=1, classes=("conv1",), zeros="010100"), id="prelu-keeps-zero"),
+    # Strided: slicing other axes with steps passes channels; slicing the channel axis with a step is a barrier
+    pytest.param("getitem_spatial_step", "getitem", Rule(axis=1, classes=("conv1",), zeros="010100"), id="strided"),
+    pytest.param(
+        "getitem_step", "getitem", Rule(axis=None, reads={"conv1": "whole:111111"}, barrier="does not match"),
+        id="strided-channels",
+    ),
+    # Reshape: flatten of leading axes and reshape_as keep the channel axis whole
+    pytest.param("flatten_leading", "flatten", Rule(axis=1, classes=("conv1",), zeros="010100"), id="flatten-leading"),
+    pytest.param("reshape_as", "reshape_as", Rule(axis=3, classes=("conv1",), zeros="010100"), id="reshape-as"),
+    pytest.param(
+        "flatten_partial", "flatten", Rule(axis=None, reads={"conv1": "whole:1111"}, barrier="merges the channel axis"),
+        id="flatten-merge",
+    ),
     # TokenMixing: a linear layer over another axis than the channels': channel identity, the bias revives zeros
     pytest.param("token_mixing", "tokens", Rule(axis=1, classes=("conv1",), zeros="000000"), id="token-mixing-bias"),
     pytest.param(

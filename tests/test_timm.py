@@ -2,7 +2,8 @@
 
 - A sample of the families (:data:`FAST`, :data:`SAMPLE`, chosen to cover what timm adds beside torchvision's
   models: LayerNorm over channels-last tensors, layer scale, squeeze-excite gates, attention, MobileViT's unfold
-  into patches, slice bounds computed from shapes (halo attention)): 30% input-side and output-side masks, modes
+  into patches, slice bounds computed from shapes (halo attention), LeViT's BatchNorm over tokens and strided token
+  grids): 30% input-side and output-side masks, modes
   upscale and baseline, exported equals masked within 1e-8 of the output's scale (float64), the graph holds exactly
   ``report.gathers`` gathers, and the input-side export keeps at most 95% of the parameters. The complete list
   runs in ``benchmarks/timm_families.py``, whose table the README shows.
@@ -24,7 +25,7 @@ FAST = ("resnet",)  # both front ends, in make test-fast too
 # one front end each (the one its graph differs most under), in make test; the rest in the benchmark
 SAMPLE = {
     "convnext": "torch.export", "efficientnet": "symbolic_trace", "vision_transformer": "torch.export",
-    "mobilevit": "torch.export", "regnet": "symbolic_trace", "byoanet": "symbolic_trace",
+    "mobilevit": "torch.export", "regnet": "symbolic_trace", "byoanet": "symbolic_trace", "levit": "torch.export",
 }  # fmt: skip
 
 

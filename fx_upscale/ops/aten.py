@@ -77,7 +77,8 @@ def add_aten_routes(table: HandlerTable) -> None:
         table.add(Split, [target], kind)
     table.add(Slice, [aten.narrow.default])
     table.add(Slice, [aten.slice.Tensor], SliceArguments.START_END)
-    table.add(Flatten, [aten.flatten.using_ints, aten.view.default, aten.reshape.default, aten._unsafe_view.default])
+    table.add(Flatten, [aten.flatten.using_ints, aten.view.default, aten.reshape.default, aten._unsafe_view.default,
+                        aten.view_as.default, aten.reshape_as.default])  # fmt: skip
     for target, name in PERMUTES.items():
         table.add(Permute, [target], name)
     table.add(Reduce, REDUCES)

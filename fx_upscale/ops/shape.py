@@ -1,8 +1,9 @@
 """Ops that move, merge or reduce axes around the channels: flatten, reshape, permute, reductions.
 
 - :class:`Flatten` ``flatten`` / ``view`` / ``reshape`` that expand each channel into consecutive features.
-- :class:`Reshape` other ``view`` / ``reshape``: channels pass through if the channel axis survives as an axis, or
-  is split into (groups, channels per group) and merged back: the steps of a channel shuffle.
+- :class:`Reshape` other ``view`` / ``reshape`` (and ``flatten`` of leading axes, ``reshape_as``): channels pass
+  through if the channel axis survives as an axis, or is split into (groups, channels per group) and merged back:
+  the steps of a channel shuffle.
 - :class:`Permute` ``permute`` / ``transpose`` / ``swapaxes``: moves the channel axis, channels unchanged.
 - :class:`Reduce` ``mean`` / ``sum`` / ``amax`` over axes other than the channel axis.
 
@@ -34,6 +35,7 @@ REDUCE_FUNCTIONS = (torch.mean, torch.sum, torch.amax)
 REDUCE_METHODS = ("mean", "sum", "amax")
 RESHAPES = ("view", "reshape", torch.ops.aten.view.default, torch.ops.aten.reshape.default,
             torch.ops.aten._unsafe_view.default)  # fmt: skip
+RESHAPES_AS = ("view_as", "reshape_as", torch.ops.aten.view_as.default, torch.ops.aten.reshape_as.default)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +51,7 @@ class Reshape:
     before: tuple[int, ...]
     after: tuple[int, ...]
     constant_axes: frozenset[int] = frozenset()  # output axes whose size is a literal in the graph
+    like: str | None = None  # ``reshape_as(like)`` / ``view_as(like)``: the tensor whose shape it takes
 
     def channel_axis_after(self, axis: int) -> int | None:
         """Where input axis ``axis`` is in the output, if the reshape keeps it whole as one axis."""
@@ -103,10 +106,18 @@ class FlattenHandler(OpHandler[Flatten]):
             return Flatten(data=str(data_name(node)), start_dim=module.start_dim)
         if node.target in RESHAPES:
             return _recognise_reshape(node)
+        if node.target in RESHAPES_AS:
+            like = arg(node, 1, "other")
+            if data_name(node) is None or not isinstance(like, fx.Node):
+                return Unknown("reshape_as of a non-tensor")
+            return Reshape(data=str(data_name(node)), before=tuple(shape(node.args[0])), after=tuple(shape(node)),
+                           like=like.name)  # fmt: skip
         start_dim, end_dim = arg(node, 1, "start_dim", 0), arg(node, 2, "end_dim", -1)
         source, ndim = data_name(node), len(shape(node.args[0]))
-        if source is None or ndim == 0 or end_dim % ndim != ndim - 1:
-            return Unknown("flatten that does not run to the last axis")
+        if source is None or ndim == 0:
+            return Unknown("flatten of a non-tensor")
+        if end_dim % ndim != ndim - 1:  # merges leading axes (batch and tokens): the channel axis may survive it
+            return Reshape(data=source, before=tuple(shape(node.args[0])), after=tuple(shape(node)))
         return Flatten(data=source, start_dim=start_dim % ndim)
 
     def propagate(self, walk: ChannelWalk, node: fx.Node, role: Flatten) -> bool | None:
@@ -131,9 +142,10 @@ class FlattenHandler(OpHandler[Flatten]):
 def _recognise_reshape(node: fx.Node) -> Flatten | Reshape | Unknown:
     """``view``/``reshape`` that equals ``flatten(start_dim)`` for some start_dim is a flatten.
 
-    Where some sizes are computed (``x.size(0)``, ``-1``), the literal ones are structure, never a channel width
-    (``view(b, groups, c // groups, h, w)``): constants. Where every size is a literal (``torch.export``'s graphs,
-    ``x.view(2, 16)``), the one that carries the channels is rewritten for the kept ones."""
+    Where some sizes are computed in the graph (``x.size(0)``, ``c // groups``), the literal ones are structure, never
+    a channel width (``view(b, groups, c // groups, h, w)``): constants. Where every size is a literal or ``-1``
+    (``torch.export``'s graphs, ``x.view(2, 16)``, ``reshape(2, -1, 128)``), the one that carries the channels is
+    rewritten for the kept ones."""
     data = node.args[0]
     if not isinstance(data, fx.Node):
         return Unknown("reshape of a non-tensor")
@@ -143,7 +155,7 @@ def _recognise_reshape(node: fx.Node) -> Flatten | Reshape | Unknown:
     if sizes is None or len(sizes) != len(after):
         constant = frozenset(range(len(after)))
     else:
-        constant = frozenset() if len(literal) == len(after) else literal
+        constant = literal if any(isinstance(size, fx.Node) for size in sizes) else frozenset()
     start = len(after) - 1
     if before[:start] == after[:start] and math.prod(before[start:]) == after[-1]:
         return Flatten(data=data.name, start_dim=start, constant=start in constant)
@@ -172,7 +184,7 @@ def _rewrite_literal_size(name: str, data: str, context: RewriteContext, updates
     per-group axis, a ``groups``-th of them)."""
     kept, layout = context.physical.get(data), context.analysis.layouts.get(name)
     node = context.analysis.nodes[name]
-    sizes = _sizes(node)
+    sizes = _sizes(node) if node.target in RESHAPES else None  # flatten's and reshape_as's arguments are no sizes
     if kept is None or layout is None or sizes is None:
         return
     axis = layout.axis + 1 if layout.split else layout.axis
@@ -200,7 +212,9 @@ class ReshapeHandler(OpHandler[Reshape]):
             return
         zeros = walk.zeros[role.data]
         whole = source.repeat == 1 and not source.split
-        if whole and (axis := role.channel_axis_after(source.axis)) is not None:
+        if role.like is not None:
+            _reshape_as(walk, node, role, source)
+        elif whole and (axis := role.channel_axis_after(source.axis)) is not None:
             walk.set_output(node, Layout(axis, source.ids), zeros)
         elif whole and (axis := role.split_axis(source.axis)) is not None:
             _tie_ranks(walk, source.ids, role.after[axis])
@@ -212,6 +226,19 @@ class ReshapeHandler(OpHandler[Reshape]):
 
     def rewrite(self, name: str, role: Reshape, context: RewriteContext, updates: Updates) -> None:
         _rewrite_literal_size(name, role.data, context, updates)
+
+
+def _reshape_as(walk: ChannelWalk, node: fx.Node, role: Reshape, source: Layout) -> None:
+    """``reshape_as(like)`` keeping the channel axis whole: its output has ``like``'s shape, so ``like`` must carry
+    as many channels on that axis after pruning. Their channels are tied (kept or removed together)."""
+    axis = role.channel_axis_after(source.axis) if source.repeat == 1 and not source.split else None
+    like = walk.layout_on(role.like, axis) if axis is not None and role.like is not None else None
+    if axis is None or like is None or len(like.ids) != len(source.ids) or like.repeat != 1:
+        walk.barrier(node, "reshape_as a tensor that does not carry the same channels on the same axis")
+        return
+    for a, b in zip(source.ids, like.ids):
+        walk.tied.union(a, b)
+    walk.set_output(node, Layout(axis, source.ids), walk.zeros[role.data])
 
 
 def _tie_ranks(walk: ChannelWalk, ids: tuple[int, ...], groups: int) -> None:

@@ -2,7 +2,8 @@
 
 - :class:`Split` cuts an axis into pieces (along another axis than the channels', each piece carries every
   channel); :class:`SplitPiece` is ``getitem`` of one piece.
-- :class:`Slice` one range of an axis.
+- :class:`Slice` one range of an axis; :class:`Strided` slicing with steps or of several axes, which channels pass
+  through when it does not touch their axis.
 
 When channels are removed, split sizes and slice bounds are rewritten to count the kept channels of each range;
 ``chunk`` pieces keep equal widths instead (the planner pads them), so ``chunk(n)`` still cuts them right. Sizes and
@@ -21,7 +22,7 @@ import torch
 import torch.fx as fx
 
 from ..layouts import Layout
-from .base import Context, OpHandler, RewriteContext, Updates, arg, data_name, shape, traced_int
+from .base import Carry, Context, Masking, OpHandler, RewriteContext, Updates, arg, data_name, shape, traced_int
 from .pointwise import Pointwise
 from .structural import Unknown
 
@@ -63,6 +64,15 @@ class Slice:
     length: int
     getitem: bool  # ``x[...]`` (rewrite the index) rather than ``narrow`` (rewrite start and length)
     arguments: SliceArguments = SliceArguments.START_LENGTH  # how a call states its range (not ``x[...]``)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Strided:
+    """Slicing with a step, or of several axes at once (``x[:, ::2, ::2]``): each channel on its own when the
+    channels lie on none of ``dims`` (non-negative)."""
+
+    data: str
+    dims: tuple[int, ...]
 
 
 def _count(kept: tuple[int, ...], start: int, end: int) -> int:
@@ -117,6 +127,25 @@ class SplitHandler(OpHandler[Split]):
             updates.arg(name, 1, "split_size", list(sizes), target=torch.ops.aten.split_with_sizes.default)
             return
         updates.arg(name, 1, "split_size_or_sections" if node.op == "call_function" else "split_size", sizes)
+
+
+class StridedHandler(OpHandler[Strided]):
+    """Channels pass through a slicing of other axes; slicing the channel axis with a step (or with another axis)
+    is not mapped."""
+
+    role = Strided
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Strided) -> bool | None:
+        source = walk.layouts.get(role.data)
+        if source is None:
+            return None
+        if source.axis in role.dims:
+            return False
+        walk.set_output(node, source, walk.zeros[role.data])
+        return None
+
+    def masking(self, role: Strided) -> Masking:
+        return Masking(carry=Carry.THROUGH)
 
 
 class SplitPieceHandler(OpHandler[SplitPiece]):
@@ -185,14 +214,16 @@ class SliceHandler(OpHandler[Slice]):
         updates.arg(name, 1, "", index[: role.dim] + (slice(start, start + length),) + index[role.dim + 1 :])
 
 
-def _recognise_start_end(node: fx.Node) -> Slice | Unknown:
+def _recognise_start_end(node: fx.Node) -> Slice | Strided | Unknown:
     """``aten.slice.Tensor(x, dim, start, end, step)``: ``None`` bounds and bounds past the axis are clamped."""
     source, axes = data_name(node), shape(node.args[0])
     dim, start, end, step = arg(node, 1, "dim", 0), arg(node, 2, "start"), arg(node, 3, "end"), arg(node, 4, "step", 1)
     bounds_known = all(v is None or isinstance(v, int) for v in (start, end))
-    if source is None or not axes or not isinstance(dim, int) or not bounds_known or step != 1:
-        return Unknown("slice with a step, or with bounds that are not constants")
+    if source is None or not axes or not isinstance(dim, int) or not bounds_known:
+        return Unknown("slice with bounds that are not constants")
     dim %= len(axes)
+    if step != 1:
+        return Strided(data=source, dims=(dim,))
     first, stop, _ = slice(start, end).indices(axes[dim])
     return Slice(
         data=source, dim=dim, start=first, length=max(0, stop - first), getitem=False,
@@ -216,7 +247,7 @@ def _recognise_getitem(node: fx.Node) -> Any:
         return Unknown("slicing with bounds that are neither constants nor shape arithmetic")
     ranges = [(dim, i.indices(axes[dim])) for dim, i in enumerate(resolved) if i is not None and i != slice(None)]
     if len(ranges) > 1 or any(step != 1 for _, (_, _, step) in ranges):
-        return Unknown("slicing of more than one axis, or with a step")
+        return Strided(data=source.name, dims=tuple(dim for dim, _ in ranges))
     if not ranges:
         return Pointwise(data=source.name, keeps_zero=True)
     dim, (start, stop, _) = ranges[0]

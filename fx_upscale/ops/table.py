@@ -49,7 +49,7 @@ from .shape import (
     ReduceHandler,
     ReshapeHandler,
 )
-from .split import SPLIT_FUNCTIONS, SPLIT_METHODS, SliceHandler, SplitHandler, SplitPieceHandler
+from .split import SPLIT_FUNCTIONS, SPLIT_METHODS, SliceHandler, SplitHandler, SplitPieceHandler, StridedHandler
 from .structural import (
     GetAttrHandler,
     MetadataHandler,
@@ -265,7 +265,7 @@ def _build_default() -> HandlerTable:
         SourceHandler(), GetAttrHandler(), MetadataHandler(), OutputHandler(), UnknownHandler(), WeightedHandler(),
         GroupedHandler(), PerChannelHandler(), LayerNormHandler(), PointwiseHandler(), ElementwiseHandler(),
         ConcatHandler(), SplitHandler(), SplitPieceHandler(), SliceHandler(), FlattenHandler(), ReshapeHandler(),
-        PermuteHandler(), ReduceHandler(),
+        PermuteHandler(), ReduceHandler(), StridedHandler(),
     ])  # fmt: skip
     table.add(Weighted, CONV_MODULES + CONV_TRANSPOSE_MODULES + (nn.Linear,) + CONV_FUNCTIONS + (F.linear,))
     table.add(PerChannel, BATCHNORM_MODULES + (F.batch_norm,))
@@ -282,7 +282,7 @@ def _build_default() -> HandlerTable:
         for target, operation in routes.items():
             table.add(Elementwise, [target], operation)
     table.add(Concat, CONCAT_FUNCTIONS)
-    table.add(Flatten, (nn.Flatten, torch.flatten, "flatten", "view", "reshape"))
+    table.add(Flatten, (nn.Flatten, torch.flatten, "flatten", "view", "reshape", "view_as", "reshape_as"))
     table.add(Permute, PERMUTE_FUNCTIONS + PERMUTE_METHODS)
     table.add(Reduce, REDUCE_FUNCTIONS + REDUCE_METHODS)
     table.add(Split, SPLIT_FUNCTIONS + SPLIT_METHODS)
