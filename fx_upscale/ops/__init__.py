@@ -4,11 +4,12 @@
 - ``table.py``: :class:`HandlerTable`, targets and roles to handlers; :func:`default_handlers`.
 - the families: ``weighted.py`` (conv, linear, grouped conv), ``norm.py`` (BatchNorm, depthwise conv, registered
   per-channel modules, LayerNorm), ``pointwise.py``, ``prelu.py``, ``elementwise.py`` (add/sub/mul/div, cat),
-  ``split.py`` (split, chunk, narrow, slicing), ``shape.py`` (flatten, reshape, permute, reductions),
+  ``split.py`` (split, chunk, narrow, slicing, strided slicing), ``shape.py`` (flatten, reshape, permute, reductions),
   ``structural.py`` (graph inputs and output, attributes, shape queries, barriers); ``resize.py`` (interpolate,
   upsample), ``pad.py`` (F.pad and padding modules), ``pixel_shuffle.py`` (pixel shuffle and unshuffle),
   ``instance_norm.py``, ``group_norm.py`` (whole groups with ``GroupNormHandler(whole_groups=True)``),
-  ``frozen_batch_norm.py`` (torchvision's FrozenBatchNorm2d);
+  ``frozen_batch_norm.py`` (torchvision's FrozenBatchNorm2d), ``token_mixing.py`` (linear layers over tokens,
+  a role the linear layer's handler reassigns);
   ``aten.py`` routes ``torch.export``'s aten overloads to the same handlers.
 
 The channel rule (``propagate``) is written against :class:`fx_upscale.channels.ChannelWalk`. Adding an op
@@ -45,9 +46,10 @@ from .pointwise import Pointwise
 from .prelu import PReLU
 from .resize import Resize
 from .shape import Flatten, Permute, Reduce, Reshape
-from .split import Slice, Split, SplitPiece
+from .split import Slice, Split, SplitPiece, Strided
 from .structural import GetAttr, Metadata, Output, Source, Unknown
 from .table import HandlerTable, default_handlers
+from .token_mixing import TokenMixing
 from .weighted import Grouped, Weighted, producer_weights
 
 __all__ = [
@@ -84,6 +86,8 @@ __all__ = [
     "Source",
     "Split",
     "SplitPiece",
+    "Strided",
+    "TokenMixing",
     "Unknown",
     "Updates",
     "Weighted",
