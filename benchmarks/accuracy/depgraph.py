@@ -37,18 +37,23 @@ def count(model: nn.Module) -> int:
 
 def prune(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
     """A pruned copy of ``model``: Torch-Pruning's L2 magnitude pruner, ``ratio`` of every group's channels."""
-    return prune_with_twin(model, x, ratio, twin=False)[0]
+    return _pruned(model, x, ratio, None)
 
 
-def prune_with_twin(model: nn.Module, x: torch.Tensor, ratio: float, twin: bool = True) -> tuple[nn.Module, nn.Module]:
+def prune_with_twin(model: nn.Module, x: torch.Tensor, ratio: float) -> tuple[nn.Module, nn.Module]:
     """The pruned copy of :func:`prune` and its *masked twin*: another copy of ``model`` in which every channel
     Torch-Pruning removes is zeroed instead (the rows of each layer whose output channels it removes: weight rows,
     bias, BatchNorm scale and shift). The two compute the same function when Torch-Pruning's removal is exact, as
-    fx_upscale's export and its masked model do. Without ``twin`` the second is the unpruned copy."""
+    fx_upscale's export and its masked model do."""
+    twin = MaskedTwin(model)
+    return _pruned(model, x, ratio, twin), twin.model
+
+
+def _pruned(model: nn.Module, x: torch.Tensor, ratio: float, twin: MaskedTwin | None) -> nn.Module:
+    """:func:`prune`, zeroing in ``twin`` (if any) what each group removes."""
     import torch_pruning
 
     pruned = copy.deepcopy(model).eval()
-    masked = MaskedTwin(model)
     classifier = [m for m in pruned.modules() if isinstance(m, nn.Linear)][-1]
     pruner = torch_pruning.pruner.MagnitudePruner(
         pruned,
@@ -62,12 +67,13 @@ def prune_with_twin(model: nn.Module, x: torch.Tensor, ratio: float, twin: bool 
         removals = [
             (names[dep.target.module], [int(i) for i in idxs])
             for dep, idxs in group
-            if twin and pruner.DG.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names
+            if twin is not None and pruner.DG.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names
         ]  # modules of the model only: Torch-Pruning's graph also holds its ops (add, cat, ...)
         group.prune()
         for name, rows in removals:
-            masked.zero(name, rows, remaining=_out_channels(pruned.get_submodule(name)))
-    return pruned.eval(), masked.model
+            assert twin is not None
+            twin.zero(name, rows, remaining=_out_channels(pruned.get_submodule(name)))
+    return pruned.eval()
 
 
 class MaskedTwin:

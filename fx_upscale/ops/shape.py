@@ -236,9 +236,7 @@ def _reshape_as(walk: ChannelWalk, node: fx.Node, role: Reshape, source: Layout)
     if axis is None or like is None or len(like.ids) != len(source.ids) or like.repeat != 1:
         walk.barrier(node, "reshape_as a tensor that does not carry the same channels on the same axis")
         return
-    for a, b in zip(source.ids, like.ids):
-        walk.tied.union(a, b)
-    walk.set_output(node, Layout(axis, source.ids), walk.zeros[role.data])
+    walk.tie(node, [Layout(axis, source.ids), like], axis, walk.zeros[role.data])
 
 
 def _tie_ranks(walk: ChannelWalk, ids: tuple[int, ...], groups: int) -> None:

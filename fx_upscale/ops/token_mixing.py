@@ -48,8 +48,8 @@ class TokenMixingHandler(OpHandler[TokenMixing]):
         return True
 
 
-def mixes_tokens(walk: ChannelWalk, node: fx.Node, data: str) -> bool:
-    """Whether a linear layer at ``node`` reads ``data`` along an axis other than its channel axis."""
+def mixes_tokens(walk: ChannelWalk, data: str) -> bool:
+    """Whether a linear layer reading ``data`` (along its last axis) reads another axis than its channel axis."""
     layout = walk.layouts.get(data)
     return layout is not None and not layout.split and layout.axis != len(shape(walk.nodes[data])) - 1
 

@@ -152,7 +152,7 @@ class WeightedHandler(OpHandler[Weighted]):
         return self.conv.recognise_module(node, module, source)
 
     def propagate(self, walk: ChannelWalk, node: fx.Node, role: Weighted) -> bool | None:
-        if role.data_axis == -1 and mixes_tokens(walk, node, role.data):
+        if role.data_axis == -1 and mixes_tokens(walk, role.data):
             return walk.reassign(node, TokenMixing(data=role.data, bias=role.bias))
         source = walk.layout_on(role.data, role.data_axis)
         weight = walk.tensor(role.weight)
