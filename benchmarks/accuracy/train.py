@@ -100,9 +100,7 @@ def fit(
     epoch, the mean training loss and the test accuracy."""
     generator = torch.Generator().manual_seed(train.seed)
     n = len(split.train_y)
-    steps = train.epochs * (n // train.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=steps)
+    optimizer, schedule = optimizer_and_schedule(model.parameters(), train, n)
     model.to(memory_format=torch.channels_last).train()
     history, step = [], 0
     for epoch in range(train.epochs):
@@ -121,22 +119,29 @@ def fit(
             losses.append(float(loss.detach()))
             step += 1
             if progress is not None:
-                progress(step, steps)
+                progress(step, schedule.total_steps)
         history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses), "test_accuracy": accuracy(model, split)})
         model.train()
     model.eval()
     return history
 
 
+def optimizer_and_schedule(
+    parameters, train: TrainConfig, examples: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
+    """AdamW with ``train``'s decoupled weight decay and its one-cycle schedule over ``train.epochs`` epochs of
+    ``examples`` training examples (the last incomplete batch of each epoch dropped)."""
+    optimizer = torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
+    steps = train.epochs * (examples // train.batch_size)
+    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=steps)
+
+
 def learning_rate_sum(train: TrainConfig, examples: int) -> float:
     """The sum of :func:`fit`'s one-cycle learning rates over every step: AdamW's decoupled weight decay shrinks each
     weight by ``exp(-train.weight_decay * learning_rate_sum(...))`` over the training, gradients aside."""
-    parameter = nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.AdamW([parameter], lr=train.lr)
-    steps = train.epochs * (examples // train.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=steps)
+    optimizer, schedule = optimizer_and_schedule([nn.Parameter(torch.zeros(1))], train, examples)
     total = 0.0
-    for _ in range(steps):
+    for _ in range(schedule.total_steps):
         total += optimizer.param_groups[0]["lr"]
         optimizer.step()
         schedule.step()
