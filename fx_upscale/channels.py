@@ -55,6 +55,10 @@ class ChannelAnalysis:
         """The handler owning ``node``'s role."""
         return self.handlers.handler(self.roles[node])
 
+    def channel_bytes(self, node: str) -> int:
+        """Bytes one channel of ``node``'s value holds."""
+        return _elements_per_channel(self.nodes[node], self.layouts[node]) * _element_size(self.nodes[node])
+
 
 def analyse_channels(gm: fx.GraphModule, handlers: HandlerTable | None = None) -> ChannelAnalysis:
     """Walk ``gm`` (shape-annotated, masked weights) once and return its :class:`ChannelAnalysis`."""
@@ -167,7 +171,8 @@ class ChannelWalk:
         ``macs_per_channel``, it may also read unneeded channels through zero weight columns at that cost each."""
         read = Read(
             reader=reader, source=source, needed=needed, consumer=True, groups=groups,
-            elements_per_channel=self._elements_per_channel(source), element_size=self._element_size(source),
+            elements_per_channel=_elements_per_channel(self.nodes[source], self.layouts[source]),
+            element_size=_element_size(self.nodes[source]),
             macs_per_channel=macs_per_channel,
         )  # fmt: skip
         self.reads.append(read)
@@ -178,7 +183,8 @@ class ChannelWalk:
         if layout is not None:
             read = Read(
                 reader=reader, source=source, needed=(True,) * len(layout.ids), consumer=False,
-                elements_per_channel=self._elements_per_channel(source), element_size=self._element_size(source),
+                elements_per_channel=_elements_per_channel(self.nodes[source], layout),
+                element_size=_element_size(self.nodes[source]),
             )  # fmt: skip
             self.reads.append(read)
 
@@ -211,11 +217,13 @@ class ChannelWalk:
         if sources:
             self.barriers[node.name] = reason
 
-    def _elements_per_channel(self, name: str) -> int:
-        return math.prod(shape(self.nodes[name])) // max(1, len(self.layouts[name].ids))
 
-    def _element_size(self, name: str) -> int:
-        return self.nodes[name].meta["tensor_meta"].dtype.itemsize
+def _elements_per_channel(node: fx.Node, layout: Layout) -> int:
+    return math.prod(shape(node)) // max(1, len(layout.ids))
+
+
+def _element_size(node: fx.Node) -> int:
+    return node.meta["tensor_meta"].dtype.itemsize
 
 
 _TENSOR_OPS = ("placeholder", "get_attr", "call_module", "call_function", "call_method")

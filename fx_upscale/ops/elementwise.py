@@ -98,22 +98,22 @@ def _full(walk: ChannelWalk, operand: fx.Node, node: fx.Node) -> bool:
 def _zeros(walk: ChannelWalk, node: fx.Node, names: list[str], operation: Operation) -> tuple[bool, ...]:
     """Which channels of an elementwise result are exactly zero."""
     count = len(walk.zeros[names[0]])
-    columns = list(zip(*(walk.zeros[name] for name in names)))
-    scalars = [a for a in list(node.args) + list(node.kwargs.values()) if isinstance(a, numbers.Number)]
-    broadcasts = [n for n in node.all_input_nodes if n.name not in names and is_tensor(n)]
     if operation is Operation.ADDCMUL:
         added, factor, other = (_operand_zeros(walk, node, names, position, count) for position in range(3))
         scaled_to_zero = arg(node, 3, "value", 1) == 0
         return tuple(a and (f or o or scaled_to_zero) for a, f, o in zip(added, factor, other))
-    if operation is Operation.MUL:
-        if any(s == 0 for s in scalars):
-            return (True,) * count
-        return tuple(any(column) for column in columns)
     if operation is Operation.DIV:
         numerator = node.args[0]
         if isinstance(numerator, fx.Node) and numerator.name in names:
             return walk.zeros[numerator.name]
         return (False,) * count
+    columns = zip(*(walk.zeros[name] for name in names))
+    scalars = [a for a in list(node.args) + list(node.kwargs.values()) if isinstance(a, numbers.Number)]
+    if operation is Operation.MUL:
+        if any(s == 0 for s in scalars):
+            return (True,) * count
+        return tuple(any(column) for column in columns)
+    broadcasts = any(n.name not in names and is_tensor(n) for n in node.all_input_nodes)
     if broadcasts or any(s != 0 for s in scalars):
         return (False,) * count
     return tuple(all(column) for column in columns)

@@ -190,18 +190,13 @@ def _absorbs(
     cost = context.pricing.cost_model
     chain = context.absorbable[read.reader]
     pieces = cat_pieces(context.analysis, chain[0], selected, physical)
-    channels, cat_bytes = len(physical[chain[0]]), _channel_bytes(context, chain[0])
+    channels, cat_bytes = len(physical[chain[0]]), context.analysis.channel_bytes(chain[0])
     absorbed = cost.cat(sum(not p.whole for p in pieces), len(pieces), len(selected) * cat_bytes)
     whole = cost.cat(0, _cat_inputs(context, chain[0]), channels * cat_bytes)
     for name in chain[1:]:
-        absorbed += cost.pointwise(len(selected) * _channel_bytes(context, name))
-        whole += cost.pointwise(channels * _channel_bytes(context, name))
+        absorbed += cost.pointwise(len(selected) * context.analysis.channel_bytes(name))
+        whole += cost.pointwise(channels * context.analysis.channel_bytes(name))
     return absorbed <= whole + read_seconds(context, read, plain, needed, len(physical[read.source]))
-
-
-def _channel_bytes(context: SegmentContext, name: str) -> int:
-    meta = context.analysis.nodes[name].meta["tensor_meta"]
-    return math.prod(meta.shape) * meta.dtype.itemsize // max(1, len(context.analysis.layouts[name].ids))
 
 
 def _columns(access: Access, physical: tuple[int, ...]) -> tuple[int, ...]:
