@@ -62,6 +62,7 @@ from fx_upscale.ops import (
     Weighted,
     default_handlers,
 )
+from fx_upscale.ops.channel_reduction import ChannelReduction
 from fx_upscale.ops.frozen_batch_norm import FrozenBatchNorm
 from fx_upscale.ops.group_norm import GroupNorm
 from fx_upscale.ops.instance_norm import InstanceNorm
@@ -531,6 +532,9 @@ MODELS: dict[str, Callable[[], Case]] = {
     "reduce_channels": lambda: Case(
         Net(lambda s, x: s.conv1(x).mean(1), conv1=conv(3, 6, rows=(1, 3))), image()
     ),
+    "amax_channels": lambda: Case(
+        Net(lambda s, x: s.conv1(x).amax(1), conv1=conv(3, 6, rows=(1, 3))), image()
+    ),
     "reduce_all": lambda: Case(Net(lambda s, x: s.conv1(x).mean(), conv1=conv(3, 6)), image()),
     "metadata": lambda: Case(
         Net(lambda s, x: (lambda y: s.fc(y.view(y.shape[0], -1)))(s.conv1(x)), conv1=conv(3, 4), fc=linear(16, 3)),
@@ -608,12 +612,13 @@ NEEDS: dict[type, set[str]] = {
     GroupNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
     FrozenBatchNorm: {"propagate", "rewrite", "masking", "invariant"},
     TokenMixing: {"propagate"},
+    ChannelReduction: {"propagate", "rewrite"},
     Strided: {"propagate", "masking"},
 }
 # Roles no route produces: another handler's ``recognise`` returns them (getitem of a split, a grouped conv, a
 # view that is not a flatten) or its ``propagate`` reassigns (a linear layer over tokens), so their handlers
-# recognise nothing themselves.
-DERIVED = {SplitPiece, Grouped, Reshape, TokenMixing, Strided}
+# recognise nothing themselves (a reduction over the channel axis is reassigned too).
+DERIVED = {SplitPiece, Grouped, Reshape, TokenMixing, Strided, ChannelReduction}
 # Unknown is what the table and the walk produce themselves; its handler's ``recognise`` serves a table that routes a
 # target to it.
 ROUTED = set(NEEDS) - DERIVED - {Unknown}
@@ -1193,8 +1198,12 @@ CHANNEL_RULES = [
     pytest.param("reduce", "mean", Rule(axis=1, classes=("conv1",), zeros="010100"), id="mean-over-space"),
     pytest.param("reduce_keepdim", "sum_1", Rule(axis=1, classes=("conv1",), zeros="010100"), id="sum-keepdim"),
     pytest.param(
-        "reduce_channels", "mean", Rule(axis=None, reads={"conv1": "whole:111111"}, barrier="does not match"),
-        id="mean-over-channels-is-a-barrier",
+        "reduce_channels", "mean", Rule(axis=None, reads={"conv1": "consumer:101011"}),
+        id="mean-over-channels-reads-non-zero-channels",
+    ),
+    pytest.param(
+        "amax_channels", "amax", Rule(axis=None, reads={"conv1": "whole:111111"}, barrier="does not match"),
+        id="amax-over-channels-is-a-barrier",
     ),
     # Metadata, Output, Source, Unknown
     pytest.param("flatten_view", "size", Rule(axis=None), id="size-reads-no-channel"),

@@ -9,7 +9,8 @@
   upsample), ``pad.py`` (F.pad and padding modules), ``pixel_shuffle.py`` (pixel shuffle and unshuffle),
   ``instance_norm.py``, ``group_norm.py`` (whole groups with ``GroupNormHandler(whole_groups=True)``),
   ``frozen_batch_norm.py`` (torchvision's FrozenBatchNorm2d), ``token_mixing.py`` (linear layers over tokens,
-  a role the linear layer's handler reassigns);
+  a role the linear layer's handler reassigns), ``channel_reduction.py`` (sums and means over the channel axis:
+  RMS normalisation across channels, a role the reduction's handler reassigns);
   ``aten.py`` routes ``torch.export``'s aten overloads to the same handlers.
 
 The channel rule (``propagate``) is written against :class:`fx_upscale.channels.ChannelWalk`. Adding an op
@@ -35,6 +36,7 @@ from .base import (
     is_get_attr,
     shape,
 )
+from .channel_reduction import ChannelReduction
 from .elementwise import Concat, Elementwise, Operation
 from .frozen_batch_norm import FrozenBatchNorm
 from .group_norm import GroupNorm
@@ -54,6 +56,7 @@ from .weighted import Grouped, Weighted, producer_weights
 
 __all__ = [
     "Carry",
+    "ChannelReduction",
     "Concat",
     "Context",
     "Elementwise",

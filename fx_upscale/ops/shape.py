@@ -5,7 +5,8 @@
   through if the channel axis survives as an axis, or is split into (groups, channels per group) and merged back:
   the steps of a channel shuffle.
 - :class:`Permute` ``permute`` / ``transpose`` / ``swapaxes``: moves the channel axis, channels unchanged.
-- :class:`Reduce` ``mean`` / ``sum`` / ``amax`` over axes other than the channel axis.
+- :class:`Reduce` ``mean`` / ``sum`` / ``amax`` over axes other than the channel axis (a sum or mean over the
+  channel axis is a :class:`~fx_upscale.ops.channel_reduction.ChannelReduction`).
 
 A view / reshape whose size for the channel-carrying axis is a literal (every size is, in ``torch.export``'s graphs:
 ``aten.view.default(x, [2, 320, 1, 1])``) has that size rewritten for the kept channels; one computed in the graph
@@ -23,7 +24,8 @@ import torch.fx as fx
 from torch import nn
 
 from ..layouts import Layout
-from .base import Context, OpHandler, RewriteContext, Updates, arg, data_name, shape
+from .base import Context, OpHandler, RewriteContext, Updates, arg, data_name, is_get_attr, shape
+from .channel_reduction import reduces_channels
 from .structural import Unknown
 
 if TYPE_CHECKING:
@@ -207,7 +209,7 @@ class ReshapeHandler(OpHandler[Reshape]):
     reads_split_layouts = True
 
     def propagate(self, walk: ChannelWalk, node: fx.Node, role: Reshape) -> None:
-        source = walk.layouts.get(role.data)
+        source = walk.layouts.get(role.data) or _parameter_channels(walk, role)
         if source is None:
             return
         zeros = walk.zeros[role.data]
@@ -226,6 +228,16 @@ class ReshapeHandler(OpHandler[Reshape]):
 
     def rewrite(self, name: str, role: Reshape, context: RewriteContext, updates: Updates) -> None:
         _rewrite_literal_size(name, role.data, context, updates)
+
+
+def _parameter_channels(walk: ChannelWalk, role: Reshape) -> Layout | None:
+    """A parameter viewed to broadcast along one axis (``gamma.view(C, 1, 1)``, RmsNorm2d's
+    ``weight.reshape(1, -1, 1, 1)``) gets channel ids on its one axis longer than 1, free ones: the elementwise op
+    it meets ties them to the channels it scales, and the parameter is resliced with them (``GetAttrHandler``)."""
+    longer = [axis for axis, size in enumerate(role.before) if size > 1]
+    if role.like is not None or len(longer) != 1 or not is_get_attr(walk.nodes[role.data]):
+        return None
+    return walk.layout_on(role.data, longer[0], fixed=False)
 
 
 def _reshape_as(walk: ChannelWalk, node: fx.Node, role: Reshape, source: Layout) -> None:
@@ -307,6 +319,9 @@ class ReduceHandler(OpHandler[Reduce]):
         source = walk.layouts.get(role.data)
         if source is None:
             return None
+        reduction = reduces_channels(walk, node, role.data, role.dims)
+        if reduction is not None:
+            return walk.reassign(node, reduction)
         if source.axis in role.dims or source.repeat != 1:
             return False
         axis = source.axis if role.keepdim else source.axis - sum(d < source.axis for d in role.dims)

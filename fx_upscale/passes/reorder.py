@@ -47,6 +47,8 @@ class ChannelReorderPass(PassBase):
             node = nodes[arg.node]
             if arg.target is not None:
                 node.target = arg.target
+                if callable(arg.target) and node.op == "call_method":  # x.mean(...) becomes f(x, ...)
+                    node.op = "call_function"
             node.update_arg(arg.index, arg.value) if len(node.args) > arg.index else node.update_kwarg(
                 arg.keyword, arg.value
             )

@@ -1,0 +1,97 @@
+"""Sums and means over the channel axis: RMS normalisation across channels.
+
+timm's ``RmsNorm2d`` (MobileNetV5, the normalisation of every block) computes ``x * rsqrt(mean(x ** 2, dim=1) + eps)
+* weight``: the mean runs over the channel axis. A zero channel adds nothing to a sum, so a sum over the channels
+reads only its input's non-zero channels, and any subset holding them gives the same result; a mean divides by the
+channel count, so where the pruned graph reads fewer channels it computes the mean as that sum divided by the count
+before pruning (:func:`channel_mean`). The result carries no channels (their axis is reduced), so the normalised
+``x * r`` keeps each zero channel zero: pruning through the normalisation is exact.
+
+Not mapped: ``amax`` over the channels (a zero channel may be the largest), a reduction over every axis, and one over
+a flattened channel axis (each channel spanning several entries).
+
+:class:`~fx_upscale.ops.shape.ReduceHandler` finds it: a reduction whose axes include its input's channel axis is
+given the role :class:`ChannelReduction` (``ChannelWalk.reassign``). Start reading at
+:class:`ChannelReductionHandler`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.fx as fx
+
+from .base import OpHandler, RewriteContext, Updates
+
+if TYPE_CHECKING:
+    from ..channels import ChannelWalk
+    from .table import HandlerTable
+
+MEANS = (torch.mean, "mean", torch.ops.aten.mean.dim)
+SUMS = (torch.sum, "sum", torch.ops.aten.sum.dim_IntList)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelReduction:
+    """A sum or mean of ``data`` over axes that include its channel axis ``axis``."""
+
+    data: str
+    axis: int
+    mean: bool
+
+
+def channel_mean(
+    input: torch.Tensor,
+    dim: int | Sequence[int],
+    keepdim: bool = False,
+    *,
+    dtype: torch.dtype | None = None,
+    channels: int,
+    axis: int,
+) -> torch.Tensor:
+    """``torch.mean(input, dim, keepdim, dtype=dtype)`` of a tensor whose channel axis ``axis`` held ``channels``
+    channels before pruning, the channels since removed all zero: the sum of what is left over ``dim``, divided by
+    the number of entries the mean covered before pruning."""
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    others = math.prod(input.shape[d] for d in dims if d % input.dim() != axis)
+    return torch.sum(input, dims, keepdim=keepdim, dtype=dtype) / (channels * others)
+
+
+class ChannelReductionHandler(OpHandler[ChannelReduction]):
+    """Reads the non-zero channels of its input; a mean reading fewer channels than it did becomes
+    :func:`channel_mean`."""
+
+    role = ChannelReduction
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: ChannelReduction) -> bool:
+        source = walk.layouts.get(role.data)
+        if source is None or source.repeat != 1 or source.split:
+            return False
+        walk.add_read(node.name, role.data, tuple(not zero for zero in walk.zeros[role.data]))
+        return True
+
+    def rewrite(self, name: str, role: ChannelReduction, context: RewriteContext, updates: Updates) -> None:
+        access = context.accesses.get(name)
+        before = context.size(role.data)
+        if not role.mean or access is None or len(access.columns) == before:
+            return
+        after = len(context.analysis.nodes[name].args)  # past the positional arguments: keywords
+        updates.arg(name, after, "channels", before, target=channel_mean)
+        updates.arg(name, after, "axis", role.axis)
+
+
+def reduces_channels(walk: ChannelWalk, node: fx.Node, data: str, dims: tuple[int, ...]) -> ChannelReduction | None:
+    """The :class:`ChannelReduction` a sum or mean of ``data`` over ``dims`` is, if ``dims`` hold its channel axis."""
+    layout = walk.layouts.get(data)
+    if layout is None or layout.axis not in dims or node.target not in MEANS + SUMS:
+        return None
+    return ChannelReduction(data=data, axis=layout.axis, mean=node.target in MEANS)
+
+
+def add_routes(table: HandlerTable) -> None:
+    """Add the handler; no target routes here (the reduction's handler reassigns its node)."""
+    table.add_handler(ChannelReductionHandler())
