@@ -612,7 +612,7 @@ NEEDS: dict[type, set[str]] = {
     GroupNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
     FrozenBatchNorm: {"propagate", "rewrite", "masking", "invariant"},
     TokenMixing: {"propagate"},
-    ChannelReduction: {"propagate", "rewrite"},
+    ChannelReduction: {"propagate", "rewrite", "masking"},
     Strided: {"propagate", "masking"},
 }
 # Roles no route produces: another handler's ``recognise`` returns them (getitem of a split, a grouped conv, a

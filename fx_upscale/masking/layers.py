@@ -6,7 +6,8 @@ channels it writes (weight rows with their bias). Each position carries a channe
 
 *Unmaskable* classes are never masked: graph-input channels and channels read by the graph output or by an op the
 registry cannot map (so layers reading the model's input keep their input channels and layers writing its output
-keep their outputs), and channels read or written by a layer mask() does not mask (a grouped convolution).
+keep their outputs), and channels read or written by a layer mask() does not mask (a grouped convolution), unless
+that reader needs only their non-zero values (a sum over the channels: ``Masking.needs_only_nonzero``).
 
 Start reading at :func:`input_layers` and :func:`output_layers`; :func:`slices` gives a layer's parameters per
 channel; :func:`input_spec` and :func:`output_spec` turn chosen positions into a :class:`PruneSpec`.
@@ -48,7 +49,7 @@ def unmaskable_classes(analysis: ChannelAnalysis, side: str) -> frozenset[int]:
     unmaskable = {analysis.class_of[i] for i in analysis.fixed}
     for read in analysis.reads:
         rule = masking(analysis, read.reader)
-        unmasked_reader = side == "input" and not rule.chooses
+        unmasked_reader = side == "input" and not (rule.chooses or rule.needs_only_nonzero)
         if not read.consumer or unmasked_reader or rule.reads_every_channel:  # e.g. LayerNorm's statistics
             unmaskable |= set(analysis.classes(read.source))
     if side == "output":

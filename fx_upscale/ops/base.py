@@ -50,6 +50,8 @@ class Masking:
     # mask() reads the weight's axes from the role, which must then be a ``Weighted``
     owns_free_channels: bool = False  # channels it creates may be masked (else they are pinned on the output side)
     reads_every_channel: bool = False  # its statistics read every channel: what it reads is never masked
+    needs_only_nonzero: bool = False  # a reader choosing nothing that needs only non-zero channels (a sum over
+    # them): other readers may still mask, on the input side, the channels it reads
     carry: Carry = Carry.STOP
     per_channel_weight: str | None = None  # with Carry.PER_CHANNEL: the weight masked with the producer's rows
     per_channel_input: str | None = None  # with Carry.PER_CHANNEL: the node whose channels it carries

@@ -5,7 +5,9 @@ timm's ``RmsNorm2d`` (MobileNetV5, the normalisation of every block) computes ``
 reads only its input's non-zero channels, and any subset holding them gives the same result; a mean divides by the
 channel count, so where the pruned graph reads fewer channels it computes the mean as that sum divided by the count
 before pruning (:func:`channel_mean`). The result carries no channels (their axis is reduced), so the normalised
-``x * r`` keeps each zero channel zero: pruning through the normalisation is exact.
+``x * r`` keeps each zero channel zero: pruning through the normalisation is exact. ``mask()`` chooses nothing
+here, and, on the input side, still masks the columns of the layers reading the normalised channels (the sum keeps
+reading every channel those layers drop, through a gather or a range).
 
 Not mapped: ``amax`` over the channels (a zero channel may be the largest), a reduction over every axis, and one over
 a flattened channel axis (each channel spanning several entries).
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.fx as fx
 
-from .base import OpHandler, RewriteContext, Updates
+from .base import Masking, OpHandler, RewriteContext, Updates
 
 if TYPE_CHECKING:
     from ..channels import ChannelWalk
@@ -73,6 +75,9 @@ class ChannelReductionHandler(OpHandler[ChannelReduction]):
             return False
         walk.add_read(node.name, role.data, tuple(not zero for zero in walk.zeros[role.data]))
         return True
+
+    def masking(self, role: ChannelReduction) -> Masking:
+        return Masking(needs_only_nonzero=True)
 
     def rewrite(self, name: str, role: ChannelReduction, context: RewriteContext, updates: Updates) -> None:
         access = context.accesses.get(name)
