@@ -89,12 +89,12 @@ class ChannelReductionHandler(OpHandler[ChannelReduction]):
         updates.arg(name, after, "axis", role.axis)
 
 
-def reduces_channels(walk: ChannelWalk, node: fx.Node, data: str, dims: tuple[int, ...]) -> ChannelReduction | None:
-    """The :class:`ChannelReduction` a sum or mean of ``data`` over ``dims`` is, if ``dims`` hold its channel axis."""
-    layout = walk.layouts.get(data)
-    if layout is None or layout.axis not in dims or node.target not in MEANS + SUMS:
+def channel_reduction(node: fx.Node, data: str, axis: int) -> ChannelReduction | None:
+    """The :class:`ChannelReduction` ``node`` is if it sums or averages ``data`` over its channel axis ``axis``
+    (``None`` for ``amax``)."""
+    if node.target not in MEANS + SUMS:
         return None
-    return ChannelReduction(data=data, axis=layout.axis, mean=node.target in MEANS)
+    return ChannelReduction(data=data, axis=axis, mean=node.target in MEANS)
 
 
 def add_routes(table: HandlerTable) -> None:

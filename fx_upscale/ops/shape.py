@@ -25,7 +25,7 @@ from torch import nn
 
 from ..layouts import Layout
 from .base import Context, OpHandler, RewriteContext, Updates, arg, data_name, is_get_attr, shape
-from .channel_reduction import reduces_channels
+from .channel_reduction import channel_reduction
 from .structural import Unknown
 
 if TYPE_CHECKING:
@@ -319,8 +319,7 @@ class ReduceHandler(OpHandler[Reduce]):
         source = walk.layouts.get(role.data)
         if source is None:
             return None
-        reduction = reduces_channels(walk, node, role.data, role.dims)
-        if reduction is not None:
+        if source.axis in role.dims and (reduction := channel_reduction(node, role.data, source.axis)) is not None:
             return walk.reassign(node, reduction)
         if source.axis in role.dims or source.repeat != 1:
             return False
