@@ -241,3 +241,22 @@ def test_every_model_decays_its_weights_alike() -> None:
     examples = len(load_digits_split(DIGITS).train_y)
     for name, train in TRAINING.items():
         assert train.weight_decay * learning_rate_sum(train, examples) == pytest.approx(DECAY, rel=0.02), name
+
+
+def test_schedule_anneals_to_its_floor_and_holds_it_for_the_tail() -> None:
+    """With a floor, the one-cycle part ends at floor x lr and the tail epochs train at exactly that rate; the
+    summed rate (what weight decay multiplies) counts the tail; a tail as long as the training is refused."""
+    from benchmarks.accuracy.train import learning_rate_sum, optimizer_and_schedule
+
+    examples, train = 640, TrainConfig(epochs=5, batch_size=64, lr=1e-2, floor=0.1, tail_epochs=2)
+    optimizer, schedule = optimizer_and_schedule([torch.nn.Parameter(torch.zeros(1))], train, examples)
+    assert schedule.total_steps == 3 * 10
+    rates = []
+    for _ in range(schedule.total_steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert max(rates) == pytest.approx(1e-2) and rates[-1] == pytest.approx(1e-3)
+    assert learning_rate_sum(train, examples) == pytest.approx(sum(rates) + 20 * 1e-3)
+    with pytest.raises(ValueError, match=r"tail_epochs=5 must be in \[0, epochs=5\)"):
+        TrainConfig(epochs=5, tail_epochs=5)

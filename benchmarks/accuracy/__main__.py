@@ -108,19 +108,21 @@ def print_finetune(rows: list[dict], base: dict[str, float], seconds: float) -> 
 
 
 def models_markdown(models: list[dict]) -> str:
-    """The trained models: parameters, recipe, mean training loss over the last 5 epochs and the 5 before, test
-    accuracy (as trained, BatchNorm recalibrated), training seconds and load."""
-    headers = ("model", "params", "epochs", "batch", "loss, last 5 epochs (5 before)",
-               "trend, last 5 epochs (%/epoch ± s.e.)", "test accuracy", "recalibrated", "training s",
+    """The trained models: parameters, recipe (epochs, of which at the constant final learning rate), mean training
+    loss over the last 5 epochs and the 5 before, its trend over the last 10, test accuracy (as trained, BatchNorm
+    recalibrated), training seconds and load."""
+    headers = ("model", "params", "epochs (constant tail)", "batch", "loss, last 5 epochs (5 before)",
+               "trend, last 10 epochs (%/epoch ± s.e.)", "test accuracy", "recalibrated", "training s",
                "load during training")  # fmt: skip
     rows = []
     for info in models:
         losses = [h["loss"] for h in info.get("history") or []] or [float("nan")]
         last, before = statistics.mean(losses[-5:]), statistics.mean(losses[-10:-5] or [float("nan")])
-        slope, error = loss_trend(losses[-5:])
+        slope, error = loss_trend(losses[-10:])
         seconds = f"{info.get('seconds', float('nan')):.0f}" + (" (cached)" if info.get("cached") else "")
         load = f"{info.get('load_before', float('nan')):.1f} / {info.get('load_after', float('nan')):.1f}"
-        rows.append((info["model"], f"{info['params']:,}", info["epochs"], info["batch_size"],
+        rows.append((info["model"], f"{info['params']:,}", f"{info['epochs']} ({info['tail_epochs']})",
+                     info["batch_size"],
                      f"{last:.3f} ({before:.3f})", f"{slope:+.0f} ± {error:.0f}", f"{info['accuracy']:.1%}",
                      f"{info['recalibrated_accuracy']:.1%}", seconds, load))  # fmt: skip
     return format_table(rows, headers, markdown=True)

@@ -186,6 +186,8 @@ def describe(name: str, split, setting: Setting, record: dict | None) -> dict:
         "accuracy": accuracy(model, split),
         "recalibrated_accuracy": accuracy(recalibrated, split),
         "epochs": train.epochs,
+        "tail_epochs": train.tail_epochs,
+        "floor": train.floor,
         "batch_size": train.batch_size,
         "weight_decay": train.weight_decay,
         "params": sum(p.numel() for p in model.parameters()),

@@ -32,6 +32,20 @@ class TrainConfig:
     weight_decay: float = 5e-4
     clip_grad_norm: float | None = None  # clip the gradient's global L2 norm to this before each step
     seed: int = 0
+    floor: float = 0.0  # the one-cycle schedule anneals to this fraction of lr (0: to lr / 250,000, near zero)
+    tail_epochs: int = 0  # epochs at that final learning rate after the cycle (the last ``tail_epochs`` of ``epochs``)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.tail_epochs < self.epochs:
+            raise ValueError(f"tail_epochs={self.tail_epochs} must be in [0, epochs={self.epochs})")
+        if not 0 <= self.floor < 1:
+            raise ValueError(f"floor={self.floor} must be in [0, 1)")
+
+    def hashed(self) -> dict:
+        """The fields that name a checkpoint: those at their default are left out, so that a field added later
+        keeps the checkpoints trained before it."""
+        defaults = TrainConfig.__dataclass_fields__
+        return {key: value for key, value in asdict(self).items() if value != defaults[key].default}
 
 
 def cache_dir() -> Path:
@@ -41,7 +55,7 @@ def cache_dir() -> Path:
 
 def checkpoint_path(name: str, train: TrainConfig, data: DataConfig, directory: Path | None = None) -> Path:
     """``<model>-seed<seed>-<hash of the training and data configuration>.pt`` in the cache directory."""
-    blob = json.dumps({"model": name, "train": asdict(train), "data": asdict(data)}, sort_keys=True)
+    blob = json.dumps({"model": name, "train": train.hashed(), "data": asdict(data)}, sort_keys=True)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
     return (directory or cache_dir()) / f"{name}-seed{train.seed}-{digest}.pt"
 
@@ -96,8 +110,8 @@ def fit(
     noise: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
-    """Train ``model`` in place (cross-entropy, AdamW, one-cycle schedule, gradient clipping if configured); per
-    epoch, the mean training loss and the test accuracy."""
+    """Train ``model`` in place (cross-entropy, AdamW, one-cycle schedule then ``train.tail_epochs`` at its final
+    learning rate, gradient clipping if configured); per epoch, the mean training loss and the test accuracy."""
     generator = torch.Generator().manual_seed(train.seed)
     n = len(split.train_y)
     optimizer, schedule = optimizer_and_schedule(model.parameters(), train, n)
@@ -115,11 +129,11 @@ def fit(
             if train.clip_grad_norm is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), train.clip_grad_norm)
             optimizer.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
             step += 1
+            advance(schedule, step)
+            losses.append(float(loss.detach()))
             if progress is not None:
-                progress(step, schedule.total_steps)
+                progress(step, train.epochs * (n // train.batch_size))
         history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses), "test_accuracy": accuracy(model, split)})
         model.train()
     model.eval()
@@ -129,23 +143,36 @@ def fit(
 def optimizer_and_schedule(
     parameters, train: TrainConfig, examples: int
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR]:
-    """AdamW with ``train``'s decoupled weight decay and its one-cycle schedule over ``train.epochs`` epochs of
-    ``examples`` training examples (the last incomplete batch of each epoch dropped)."""
+    """AdamW with ``train``'s decoupled weight decay and its one-cycle schedule over the first ``train.epochs -
+    train.tail_epochs`` epochs of ``examples`` training examples (the last incomplete batch of each epoch dropped),
+    annealing to ``train.floor * train.lr`` (to ``train.lr / 250,000``, torch's default, with no floor)."""
     optimizer = torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
-    steps = train.epochs * (examples // train.batch_size)
-    return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=steps)
+    steps = (train.epochs - train.tail_epochs) * (examples // train.batch_size)
+    # OneCycleLR starts at max_lr / div_factor (25) and ends at that / final_div_factor.
+    final_div_factor = 1e4 if train.floor == 0 else 1 / (25 * train.floor)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=train.lr, total_steps=steps, final_div_factor=final_div_factor
+    )
+    return optimizer, schedule
 
 
 def learning_rate_sum(train: TrainConfig, examples: int) -> float:
-    """The sum of :func:`fit`'s one-cycle learning rates over every step: AdamW's decoupled weight decay shrinks each
-    weight by ``exp(-train.weight_decay * learning_rate_sum(...))`` over the training, gradients aside."""
+    """The sum of :func:`fit`'s learning rates over every step: AdamW's decoupled weight decay shrinks each weight by
+    ``exp(-train.weight_decay * learning_rate_sum(...))`` over the training, gradients aside."""
     optimizer, schedule = optimizer_and_schedule([nn.Parameter(torch.zeros(1))], train, examples)
     total = 0.0
-    for _ in range(schedule.total_steps):
+    for step in range(1, train.epochs * (examples // train.batch_size) + 1):
         total += optimizer.param_groups[0]["lr"]
         optimizer.step()
-        schedule.step()
+        advance(schedule, step)
     return total
+
+
+def advance(schedule: torch.optim.lr_scheduler.OneCycleLR, step: int) -> None:
+    """Step the one-cycle schedule after optimizer step ``step`` (counted from 1); past the cycle the learning rate
+    stays at its last value."""
+    if step < schedule.total_steps:
+        schedule.step()
 
 
 def accuracy(model: nn.Module, split: Split) -> float:
