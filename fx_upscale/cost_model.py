@@ -409,6 +409,7 @@ class Prediction:
     bytes_moved: int
     macs: int
     by_op: dict[str, float]  # seconds per aten op name
+    by_kind: dict[str, float]  # seconds per pricing rule (one of KINDS)
 
     @property
     def milliseconds(self) -> float:
@@ -435,9 +436,12 @@ def predict_latency(module: nn.Module, inputs: torch.Tensor | Sequence[torch.Ten
     finally:
         handle.remove()
     calls[0] -= 1  # the top-level call
-    seconds = sum(recorder.seconds.values()) + calls[0] * cost_model.module_seconds
-    return Prediction(seconds=seconds, ops=recorder.ops, views=recorder.views, module_calls=calls[0],
-                      bytes_moved=recorder.bytes_moved, macs=recorder.macs, by_op=dict(recorder.seconds))  # fmt: skip
+    by_kind = dict(recorder.by_kind)
+    if calls[0]:
+        by_kind["module call"] = calls[0] * cost_model.module_seconds
+    return Prediction(seconds=sum(by_kind.values()), ops=recorder.ops, views=recorder.views, module_calls=calls[0],
+                      bytes_moved=recorder.bytes_moved, macs=recorder.macs, by_op=dict(recorder.seconds),
+                      by_kind=by_kind)  # fmt: skip
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -445,6 +449,7 @@ class _OpRecorder(TorchDispatchMode):
         super().__init__()
         self.model = cost_model
         self.seconds: dict[str, float] = {}
+        self.by_kind: dict[str, float] = {}
         self.ops = self.views = self.bytes_moved = self.macs = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -453,7 +458,7 @@ class _OpRecorder(TorchDispatchMode):
         name = func.overloadpacket.__name__
         if _is_view(func):
             self.views += 1
-            cost = self.model.view_seconds
+            cost, kind = self.model.view_seconds, "view"
         else:
             self.ops += 1
             written = sum(t.nbytes for t in _tensors(out))
@@ -462,9 +467,11 @@ class _OpRecorder(TorchDispatchMode):
             self.bytes_moved += moved
             self.macs += macs
             cost = _op_cost(self.model, func, args, out, moved, macs)
+            kind = op_kind(name, _groups(func, args))
             if written > self.model.fresh_bytes:
                 cost += written * self.model.seconds_per_fresh_byte
         self.seconds[name] = self.seconds.get(name, 0.0) + cost
+        self.by_kind[kind] = self.by_kind.get(kind, 0.0) + cost
         return out
 
 
@@ -475,6 +482,28 @@ _SPECIAL = {"silu", "silu_", "sigmoid", "sigmoid_", "gelu", "tanh", "tanh_", "ex
             "_softmax", "softmax", "_log_softmax", "log_softmax", "log", "pow"}  # fmt: skip
 
 
+KINDS = ("conv", "grouped conv", "norm", "pool", "special", "cat", "op", "view", "module call")
+"""The pricing rules a prediction is broken down by (:attr:`Prediction.by_kind`)."""
+
+
+def op_kind(name: str, groups: int = 1) -> str:
+    """The pricing rule of a non-view aten op named ``name`` (its overload packet's name, e.g. ``convolution``);
+    ``groups`` of a convolution."""
+    if name == "convolution":
+        return "grouped conv" if groups > 1 else "conv"
+    for kind, names in (("norm", _NORMS), ("pool", _POOLS), ("special", _SPECIAL), ("cat", {"cat"})):
+        if name in names:
+            return kind
+    return "op"
+
+
+def _groups(func, args) -> int:
+    """The ``groups`` argument of an ``aten.convolution`` call; 1 for any other op."""
+    if func.overloadpacket is torch.ops.aten.convolution and len(args) > 8:
+        return args[8]
+    return 1
+
+
 def _op_cost(model: CostModel, func, args, out, moved: int, macs: int) -> float:
     """One non-view op: its fixed cost, bytes and multiply-adds (a grouped convolution: bytes at its own rate; a
     pooling: its window taps)."""
@@ -483,8 +512,7 @@ def _op_cost(model: CostModel, func, args, out, moved: int, macs: int) -> float:
         kernel = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
         return model.op_seconds + _tensors(out)[0].numel() * math.prod(kernel) * model.seconds_per_pool_tap
     if name == "convolution":
-        groups = args[8] if len(args) > 8 else 1
-        if groups > 1:
+        if _groups(func, args) > 1:
             return model.conv_seconds + moved * model.seconds_per_grouped_byte
         per_mac = model.seconds_per_batched_mac if args[0].shape[0] >= BATCHED else model.seconds_per_mac
         return model.conv_seconds + model.moving(moved) + macs * per_mac

@@ -78,6 +78,19 @@ def test_a_prediction_adds_up_the_dispatched_ops():
     assert prediction.seconds == pytest.approx(expected)
     assert set(prediction.by_op) == {"convolution", "narrow", "cat"} or set(prediction.by_op) == {
         "convolution", "slice", "cat"}  # fmt: skip
+    by_kind = {"conv": 100 + conv_bytes * 1e-3 + conv_macs * 1e-6, "view": 2 * 10,
+               "cat": 1 + 2 * 0.5 + cat_bytes * 1e-3, "module call": 0.25}  # fmt: skip
+    assert prediction.by_kind == pytest.approx(by_kind)
+
+
+def test_the_breakdown_by_pricing_rule_tells_grouped_convolutions_and_norms_apart():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.BatchNorm2d(4), nn.SiLU(), nn.AdaptiveAvgPool2d(1)).eval()
+    prediction = cm.predict_latency(model.double(), torch.randn(1, 4, 6, 6, dtype=torch.float64), UNIT)
+    assert set(prediction.by_kind) == {"grouped conv", "norm", "special", "op", "module call"}
+    assert sum(prediction.by_kind.values()) == pytest.approx(prediction.seconds)
+    assert prediction.by_kind["module call"] == 4 * 0.25
+    assert [cm.op_kind(name, groups) for name, groups in (("convolution", 1), ("convolution", 8), ("max_pool2d", 1),
+            ("cat", 1), ("add", 1))] == ["conv", "grouped conv", "pool", "cat", "op"]  # fmt: skip
 
 
 def test_transcendental_ops_and_large_fresh_outputs_cost_more_per_byte():
