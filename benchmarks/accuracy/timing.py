@@ -14,8 +14,8 @@ from torch import nn
 from fx_upscale.latency import summarize, time_round_robin
 
 BATCH = 8
-REPEATS = 15
-WARMUP = 3
+REPEATS = 11
+WARMUP = 2
 
 
 def latency(unpruned: nn.Module, pruned: nn.Module, x: torch.Tensor) -> dict:
