@@ -260,3 +260,15 @@ def test_schedule_anneals_to_its_floor_and_holds_it_for_the_tail() -> None:
     assert learning_rate_sum(train, examples) == pytest.approx(sum(rates) + 20 * 1e-3)
     with pytest.raises(ValueError, match=r"tail_epochs=5 must be in \[0, epochs=5\)"):
         TrainConfig(epochs=5, tail_epochs=5)
+
+
+def test_fine_tuning_runs_each_recipe_at_a_tenth_of_its_rate_without_the_tail() -> None:
+    """Every trained model's recipe, shortened to one epoch of fine-tuning, is a valid configuration (the
+    recipes' constant tails are longer than that epoch)."""
+    from benchmarks.accuracy.experiment import TRAINING
+    from benchmarks.accuracy.finetune import finetune_config
+
+    for name, train in TRAINING.items():
+        tuned = finetune_config(train, 1)
+        assert (tuned.epochs, tuned.tail_epochs, tuned.lr) == (1, 0, train.lr / 10), name
+        assert (tuned.batch_size, tuned.weight_decay, tuned.floor) == (train.batch_size, train.weight_decay, train.floor)

@@ -123,7 +123,7 @@ def models_markdown(models: list[dict]) -> str:
         load = f"{info.get('load_before', float('nan')):.1f} / {info.get('load_after', float('nan')):.1f}"
         rows.append((info["model"], f"{info['params']:,}", f"{info['epochs']} ({info['tail_epochs']})",
                      info["batch_size"],
-                     f"{last:.3f} ({before:.3f})", f"{slope:+.0f} ± {error:.0f}", f"{info['accuracy']:.1%}",
+                     f"{last:.3f} ({before:.3f})", f"{slope:+.1f} ± {error:.1f}", f"{info['accuracy']:.1%}",
                      f"{info['recalibrated_accuracy']:.1%}", seconds, load))  # fmt: skip
     return format_table(rows, headers, markdown=True)
 

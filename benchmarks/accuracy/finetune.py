@@ -19,7 +19,7 @@ import fx_upscale
 
 from .data import load_digits_split
 from .sweep import METHODS, Point, Setting, calibration_batches, load_trained
-from .train import fit, predict
+from .train import TrainConfig, fit, predict
 
 
 def finetune_points(
@@ -31,6 +31,12 @@ def finetune_points(
         return [_finetune_one(job) for job in jobs]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         return pool.map(_finetune_one, jobs)
+
+
+def finetune_config(train: TrainConfig, epochs: int) -> TrainConfig:
+    """The model's recipe for ``epochs`` epochs of fine-tuning: its one-cycle schedule at a tenth of its peak
+    learning rate, without the constant tail."""
+    return replace(train, epochs=epochs, tail_epochs=0, lr=train.lr / 10)
 
 
 def _finetune_one(job: tuple) -> dict:
@@ -52,8 +58,7 @@ def _finetune_one(job: tuple) -> dict:
     module = result.module
     before = float((predict(module, split.test_x).argmax(1) == split.test_y).float().mean())
     start = time.perf_counter()
-    train = setting.train[point.model]
-    fit(module, split, replace(train, epochs=epochs, lr=train.lr / 10), setting.data.noise)
+    fit(module, split, finetune_config(setting.train[point.model], epochs), setting.data.noise)
     after = float((predict(module, split.test_x).argmax(1) == split.test_y).float().mean())
     report = result.report
     return {
