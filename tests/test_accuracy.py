@@ -271,4 +271,5 @@ def test_fine_tuning_runs_each_recipe_at_a_tenth_of_its_rate_without_the_tail() 
     for name, train in TRAINING.items():
         tuned = finetune_config(train, 1)
         assert (tuned.epochs, tuned.tail_epochs, tuned.lr) == (1, 0, train.lr / 10), name
-        assert (tuned.batch_size, tuned.weight_decay, tuned.floor) == (train.batch_size, train.weight_decay, train.floor)
+        kept = (tuned.batch_size, tuned.weight_decay, tuned.floor)
+        assert kept == (train.batch_size, train.weight_decay, train.floor), name

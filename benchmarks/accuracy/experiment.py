@@ -25,7 +25,6 @@ from . import compare, depgraph
 from .data import DataConfig, load_digits_split
 from .sweep import (
     AMOUNTS,
-    COST,
     HEURISTICS,
     RECALIBRATION_BATCHES,
     SIDES,
