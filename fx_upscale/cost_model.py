@@ -17,7 +17,7 @@ for the current machine (``fx-upscale calibrate`` writes it), or :func:`default_
 - bytes an op moves beyond ``cache_bytes`` cost ``seconds_per_memory_byte`` instead (they do not fit the cache);
 - an output larger than ``fresh_bytes`` costs ``seconds_per_fresh_byte`` per byte more: on a CPU such a buffer is
   mapped afresh on each call and every page faults in (glibc's allocator returns allocations above 32 MiB to the
-  system);
+  system); an in-place op (``relu_``, ``hardtanh_``, ``silu_``) allocates nothing and pays none of it;
 - a module call costs ``module_seconds`` more (an ``nn.Module`` call in eager mode).
 
 The planner prices each consumer's access with :meth:`CostModel.gather`, :meth:`CostModel.narrow`,
@@ -468,7 +468,7 @@ class _OpRecorder(TorchDispatchMode):
             self.macs += macs
             cost = _op_cost(self.model, func, args, out, moved, macs)
             kind = op_kind(name, _groups(func, args))
-            if written > self.model.fresh_bytes:
+            if written > self.model.fresh_bytes and not _in_place(func):
                 cost += written * self.model.seconds_per_fresh_byte
         self.seconds[name] = self.seconds.get(name, 0.0) + cost
         self.by_kind[kind] = self.by_kind.get(kind, 0.0) + cost
@@ -525,6 +525,12 @@ def _op_cost(model: CostModel, func, args, out, moved: int, macs: int) -> float:
     elif name in _NORMS:
         moving = max(moving, moved * model.seconds_per_norm_byte)
     return fixed + moving + macs * model.seconds_per_mac
+
+
+def _in_place(func) -> bool:
+    """An op that writes into one of its inputs (``relu_``, an ``out=`` variant): its output is no new buffer."""
+    returns = func._schema.returns
+    return bool(returns) and returns[0].alias_info is not None and returns[0].alias_info.is_write
 
 
 def _is_view(func) -> bool:

@@ -101,6 +101,8 @@ def test_transcendental_ops_and_large_fresh_outputs_cost_more_per_byte():
     assert silu.seconds == pytest.approx(1.0 + moved * 1e-1)
     fresh = cm.predict_latency(nn.ReLU(), x, replace(UNIT, fresh_bytes=x.nbytes - 1))
     assert fresh.seconds == pytest.approx(relu.seconds + x.nbytes * 1.0)
+    in_place = cm.predict_latency(nn.ReLU(inplace=True), x.clone(), replace(UNIT, fresh_bytes=x.nbytes - 1))
+    assert in_place.seconds == pytest.approx(relu.seconds)  # relu_ writes into its input: no fresh buffer
 
 
 def test_a_pooling_is_priced_by_its_window_taps():
