@@ -466,8 +466,8 @@ class _OpRecorder(TorchDispatchMode):
             macs = _macs(func, args, kwargs, out, self.model.channel_block, self.model.width_block)
             self.bytes_moved += moved
             self.macs += macs
-            cost = _op_cost(self.model, func, args, out, moved, macs)
             kind = op_kind(name, _groups(func, args))
+            cost = _op_cost(self.model, kind, args, out, moved, macs)
             if written > self.model.fresh_bytes and not _in_place(func):
                 cost += written * self.model.seconds_per_fresh_byte
         self.seconds[name] = self.seconds.get(name, 0.0) + cost
@@ -504,38 +504,44 @@ def _groups(func, args) -> int:
     return 1
 
 
-def _op_cost(model: CostModel, func, args, out, moved: int, macs: int) -> float:
-    """One non-view op: its fixed cost, bytes and multiply-adds (a grouped convolution: bytes at its own rate; a
-    pooling: its window taps)."""
-    name = func.overloadpacket.__name__
-    if name in _POOLS:
+def _op_cost(model: CostModel, kind: str, args, out, moved: int, macs: int) -> float:
+    """One non-view op of pricing rule ``kind`` (:func:`op_kind`): its fixed cost, bytes and multiply-adds (a grouped
+    convolution: bytes at its own rate; a pooling: its window taps)."""
+    if kind == "pool":
         kernel = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
         return model.op_seconds + _tensors(out)[0].numel() * math.prod(kernel) * model.seconds_per_pool_tap
-    if name == "convolution":
-        if _groups(func, args) > 1:
-            return model.conv_seconds + moved * model.seconds_per_grouped_byte
+    if kind == "grouped conv":
+        return model.conv_seconds + moved * model.seconds_per_grouped_byte
+    if kind == "conv":
         per_mac = model.seconds_per_batched_mac if args[0].shape[0] >= BATCHED else model.seconds_per_mac
         return model.conv_seconds + model.moving(moved) + macs * per_mac
-    fixed = model.norm_seconds if name in _NORMS else model.op_seconds
-    if name == "cat":
+    fixed = model.norm_seconds if kind == "norm" else model.op_seconds
+    if kind == "cat":
         fixed += len(_tensors(args[0])) * model.input_seconds
     moving = model.moving(moved)
-    if name in _SPECIAL:  # computing the function, not moving the bytes, bounds it
+    if kind == "special":  # computing the function, not moving the bytes, bounds it
         moving = max(moving, moved * model.seconds_per_special_byte)
-    elif name in _NORMS:
+    elif kind == "norm":
         moving = max(moving, moved * model.seconds_per_norm_byte)
     return fixed + moving + macs * model.seconds_per_mac
 
 
 def _in_place(func) -> bool:
     """An op that writes into one of its inputs (``relu_``, an ``out=`` variant): its output is no new buffer."""
-    returns = func._schema.returns
-    return bool(returns) and returns[0].alias_info is not None and returns[0].alias_info.is_write
+    return _writes(func) is True
 
 
 def _is_view(func) -> bool:
+    return _writes(func) is False
+
+
+def _writes(func) -> bool | None:
+    """Whether the first output of ``func`` aliases an input it writes (in place) or only reads (a view); ``None``
+    for a fresh output."""
     returns = func._schema.returns
-    return bool(returns) and returns[0].alias_info is not None and not returns[0].alias_info.is_write
+    if not returns or returns[0].alias_info is None:
+        return None
+    return returns[0].alias_info.is_write
 
 
 def _tensors(value) -> list[torch.Tensor]:
