@@ -20,11 +20,12 @@ from torch import nn
 from torch.fx.node import map_aggregate
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 
-from .capture import CapturedGraph, allow_mode_changes, capture_graph, check_capture
+from .capture import CapturedGraph, allow_mode_changes, capture_graph, check_capture, module_of
 from .capture_hints import detection_hint
 from .errors import TracingError, describe_node
 from .folding import fold_constant_subgraphs
 from .ops import HandlerTable, default_handlers
+from .recompose import recompose_core_aten
 
 
 class _Tracer(fx.Tracer):
@@ -50,7 +51,7 @@ def normalize_inputs(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> t
 
 
 def trace(
-    model: nn.Module,
+    model: nn.Module | torch.export.ExportedProgram,
     example_inputs: tuple[torch.Tensor, ...],
     leaf_modules: Iterable[str] = (),
     copy: bool = True,
@@ -59,7 +60,8 @@ def trace(
 ) -> fx.GraphModule:
     """A shape-annotated GraphModule over ``model`` in eval mode; over a private copy unless ``copy=False``.
 
-    ``capture`` chooses the front end (``capture.py``): ``"auto"``, ``"symbolic_trace"`` or ``"torch.export"``.
+    ``capture`` chooses the front end (``capture.py``): ``"auto"``, ``"symbolic_trace"`` or ``"torch.export"``;
+    an ``ExportedProgram`` gives its module (its graph, as ``torch.export`` captured it).
     Raises :class:`TracingError` for a model on the meta device, a ``forward`` no front end captures, or example
     inputs that do not fit the model (their number, shape, dtype or device).
     """
@@ -67,7 +69,7 @@ def trace(
 
 
 def capture_model(
-    model: nn.Module,
+    model: nn.Module | torch.export.ExportedProgram,
     example_inputs: tuple[torch.Tensor, ...],
     leaf_modules: Iterable[str] = (),
     copy: bool = True,
@@ -76,6 +78,8 @@ def capture_model(
 ) -> CapturedGraph:
     """:func:`trace`, saying which front end made the graph (and, for ``"auto"``, why not symbolic tracing)."""
     how = check_capture(capture)
+    if isinstance(model, torch.export.ExportedProgram):
+        model = module_of(model)
     check_materialized(model, example_inputs)
     if isinstance(model, fx.GraphModule):
         allow_mode_changes(model)  # an ExportedProgram's module() (its graph fixed the mode already)
@@ -91,6 +95,7 @@ def capture_model(
     captured = capture_graph(private, example_inputs, how, lambda m: _symbolic_trace(m, leaf_modules, table))
     gm = captured.graph_module
     if captured.capture == "torch.export" or _mode_is_fixed(gm):
+        recompose_core_aten(gm)  # run_decompositions()'s aten.convolution, addmm ... into the default IR's ops
         fold_constant_subgraphs(gm)  # attribute-only subgraphs (FrozenBatchNorm2d's scale and shift) to buffers
     gm.eval()
     if gm.graph.eliminate_dead_code():

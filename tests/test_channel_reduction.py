@@ -168,3 +168,55 @@ def test_timm_rms_norm_layers_export_exactly_and_shrink(capture: str) -> None:
     before = sum(p.numel() for p in model.parameters())
     assert sum(p.numel() for p in result.module.parameters()) < 0.8 * before
     assert channel_means(result.module) == 2
+
+
+class L2NormNet(nn.Module):
+    """SSD300's L2Norm: ``scale.view(1, -1, 1, 1) * F.normalize(x)`` between two convolutions, then a norm over the
+    channels of order 1 and one over the width (not the channels)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.scale = nn.Parameter(torch.rand(8) * 20 + 1)
+        self.conv2 = nn.Conv2d(8, 6, 1)
+
+    def forward(self, x):
+        y = self.scale.view(1, -1, 1, 1) * nn.functional.normalize(self.conv1(x))
+        z = self.conv2(y)
+        return nn.functional.normalize(z, p=1.0, dim=1) + nn.functional.normalize(z, dim=3)
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_masks_prune_through_normalize(capture: str, side: str) -> None:
+    model = build(L2NormNet())
+    graph_module = fx_upscale.trace(model, (X,), capture=capture)
+    assert not analyse_channels(graph_module).barriers
+    spec = fx_upscale.mask(model, X, amount=0.4, side=side, capture=capture)
+    assert set(spec.outputs if side == "output" else spec.inputs) == {"conv1.weight" if side == "output" else
+                                                                       "conv2.weight"}  # fmt: skip
+    result = fx_upscale.export(model, X, spec=spec, capture=capture)
+    assert_exact(result, spec.apply(model), X)
+    if side == "output":  # conv1's masked filters and their scale entries go: the norm never read them
+        kept = result.module.get_parameter("conv1.weight").shape[0]
+        assert kept < 8 and result.module.get_parameter("scale").shape == (kept,)
+    else:  # conv2 reads fewer channels; the norm still reads every non-zero one: conv1 keeps them all
+        assert result.module.get_parameter("conv2.weight").shape[1] < 8
+        assert result.module.get_parameter("conv1.weight").shape[0] == 8
+    reloaded = torch.export.export(result.module, (X,)).module()
+    assert torch.allclose(reloaded(X), spec.apply(model)(X), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_norm_of_order_zero_over_channels_is_a_barrier(capture: str) -> None:
+    """``|x|_0`` counts the non-zero channels: removing a zero channel would not change it, but an order of zero
+    or less is not a sum a zero adds nothing to (``p < 0``: ``0 ** p`` is infinite), so none is mapped."""
+
+    class CountNet(MaxNet):
+        def forward(self, x):
+            y = self.conv1(x)
+            return self.conv2(y) + torch.linalg.vector_norm(y, -1.0, dim=1, keepdim=True)
+
+    model = build(CountNet())
+    analysis = analyse_channels(fx_upscale.trace(model, (X,), capture=capture))
+    assert "linalg_vector_norm" in analysis.barriers or "vector_norm" in analysis.barriers, analysis.barriers

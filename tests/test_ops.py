@@ -42,6 +42,7 @@ from fx_upscale.ops import (
     Masking,
     Metadata,
     Mismatch,
+    Normalize,
     Operation,
     OpHandler,
     Output,
@@ -532,6 +533,9 @@ MODELS: dict[str, Callable[[], Case]] = {
     "reduce_channels": lambda: Case(
         Net(lambda s, x: s.conv1(x).mean(1), conv1=conv(3, 6, rows=(1, 3))), image()
     ),
+    "normalize": lambda: Case(
+        Net(lambda s, x: s.conv2(F.normalize(s.conv1(x))), conv1=conv(3, 6, rows=(1, 3)), conv2=conv(6, 4)), image()
+    ),
     "amax_channels": lambda: Case(
         Net(lambda s, x: s.conv1(x).amax(1), conv1=conv(3, 6, rows=(1, 3))), image()
     ),
@@ -614,6 +618,7 @@ NEEDS: dict[type, set[str]] = {
     TokenMixing: {"propagate"},
     ChannelReduction: {"propagate", "rewrite", "masking"},
     Strided: {"propagate", "masking"},
+    Normalize: {"propagate", "masking"},
 }
 # Roles no route produces: another handler's ``recognise`` returns them (getitem of a split, a grouped conv, a
 # view that is not a flatten) or its ``propagate`` reassigns (a linear layer over tokens), so their handlers
@@ -1200,6 +1205,11 @@ CHANNEL_RULES = [
     pytest.param(
         "reduce_channels", "mean", Rule(axis=None, reads={"conv1": "consumer:101011"}),
         id="mean-over-channels-reads-non-zero-channels",
+    ),
+    pytest.param(
+        "normalize", "normalize",
+        Rule(axis=1, classes=("conv1",), zeros="010100", reads={"conv1": "consumer:101011"}),
+        id="normalize-over-channels-reads-non-zero-channels-keeps-zeros",
     ),
     pytest.param(
         "amax_channels", "amax", Rule(axis=None, reads={"conv1": "whole:111111"}, barrier="does not match"),

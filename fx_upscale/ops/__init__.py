@@ -9,8 +9,8 @@
   upsample), ``pad.py`` (F.pad and padding modules), ``pixel_shuffle.py`` (pixel shuffle and unshuffle),
   ``instance_norm.py``, ``group_norm.py`` (whole groups with ``GroupNormHandler(whole_groups=True)``),
   ``frozen_batch_norm.py`` (torchvision's FrozenBatchNorm2d), ``token_mixing.py`` (linear layers over tokens,
-  a role the linear layer's handler reassigns), ``channel_reduction.py`` (sums and means over the channel axis:
-  RMS normalisation across channels, a role the reduction's handler reassigns);
+  a role the linear layer's handler reassigns), ``channel_reduction.py`` (sums, means and norms over the channel axis:
+  RMS normalisation across channels, a role the reduction's handler reassigns), ``normalize.py`` (``F.normalize``);
   ``aten.py`` routes ``torch.export``'s aten overloads to the same handlers.
 
 The channel rule (``propagate``) is written against :class:`fx_upscale.channels.ChannelWalk`. Adding an op
@@ -42,6 +42,7 @@ from .frozen_batch_norm import FrozenBatchNorm
 from .group_norm import GroupNorm
 from .instance_norm import InstanceNorm
 from .norm import LayerNorm, PerChannel, PerChannelKind
+from .normalize import Normalize
 from .pad import Pad
 from .pixel_shuffle import PixelShuffle
 from .pointwise import Pointwise
@@ -71,6 +72,7 @@ __all__ = [
     "Masking",
     "Metadata",
     "Mismatch",
+    "Normalize",
     "OpHandler",
     "Operation",
     "Output",

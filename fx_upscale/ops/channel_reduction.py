@@ -1,4 +1,4 @@
-"""Sums and means over the channel axis: RMS normalisation across channels.
+"""Sums, means and norms over the channel axis: RMS normalisation across channels, ``F.normalize``.
 
 timm's ``RmsNorm2d`` (MobileNetV5, the normalisation of every block) computes ``x * rsqrt(mean(x ** 2, dim=1) + eps)
 * weight``: the mean runs over the channel axis. A zero channel adds nothing to a sum, so a sum over the channels
@@ -8,6 +8,9 @@ before pruning (:func:`channel_mean`). The result carries no channels (their axi
 ``x * r`` keeps each zero channel zero: pruning through the normalisation is exact. ``mask()`` chooses nothing
 here, and, on the input side, still masks the columns of the layers reading the normalised channels (the sum keeps
 reading every channel those layers drop, through a gather or a range).
+
+A vector norm of positive order (``linalg_vector_norm``, what ``F.normalize`` computes in an aten graph) is a sum
+too: a zero channel adds nothing to it.
 
 Not mapped: ``amax`` over the channels (a zero channel may be the largest), a reduction over every axis, and one over
 a flattened channel axis (each channel spanning several entries).
@@ -27,7 +30,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.fx as fx
 
-from .base import Masking, OpHandler, RewriteContext, Updates
+from .base import Masking, OpHandler, RewriteContext, Updates, arg
+from .structural import Unknown
 
 if TYPE_CHECKING:
     from ..channels import ChannelWalk
@@ -35,6 +39,8 @@ if TYPE_CHECKING:
 
 MEANS = (torch.mean, "mean", torch.ops.aten.mean.dim)
 SUMS = (torch.sum, "sum", torch.ops.aten.sum.dim_IntList)
+VECTOR_NORM = "vector_norm"  # the table's data for a norm: ``(x, order, dim, keepdim)``
+NORMS = (torch.linalg.vector_norm, torch.norm, "norm", torch.ops.aten.linalg_vector_norm.default)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,14 +95,33 @@ class ChannelReductionHandler(OpHandler[ChannelReduction]):
         updates.arg(name, after, "axis", role.axis)
 
 
-def channel_reduction(node: fx.Node, data: str, axis: int) -> ChannelReduction | None:
-    """The :class:`ChannelReduction` ``node`` is if it sums or averages ``data`` over its channel axis ``axis``
-    (``None`` for ``amax``)."""
+def channel_reduction(node: fx.Node, data: str, axis: int, order: float | None = None) -> ChannelReduction | None:
+    """The :class:`ChannelReduction` ``node`` is if it sums or averages ``data`` over its channel axis ``axis``, or
+    takes its norm of a positive ``order`` (``None`` for ``amax`` or a norm of order zero or less: there a zero
+    channel counts)."""
+    if order is not None:
+        return ChannelReduction(data=data, axis=axis, mean=False) if order > 0 else None
     if node.target not in MEANS + SUMS:
         return None
     return ChannelReduction(data=data, axis=axis, mean=node.target in MEANS)
 
 
+def norm_order(node: fx.Node) -> float | Unknown:
+    """The order of a vector norm (``torch.norm``'s ``"fro"`` is 2; its default too, as ``linalg.vector_norm``'s)."""
+    order = arg(node, 1, "ord", None)
+    if order is None:
+        order = arg(node, 1, "p", 2)
+    if order == "fro":
+        return 2.0
+    if isinstance(order, (int, float)) and not isinstance(order, bool):
+        return float(order)
+    return Unknown(f"a norm of order {order!r}")
+
+
 def add_routes(table: HandlerTable) -> None:
-    """Add the handler; no target routes here (the reduction's handler reassigns its node)."""
+    """Add the handler, and route vector norms to the reduction's handler (which reassigns a norm over the
+    channels here)."""
+    from .shape import Reduce
+
     table.add_handler(ChannelReductionHandler())
+    table.add(Reduce, NORMS, VECTOR_NORM)

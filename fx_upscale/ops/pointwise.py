@@ -2,7 +2,8 @@
 of the output, nothing is resliced.
 
 Whether ``f(0) == 0`` (ReLU: yes; sigmoid: no) decides whether a pruned, all-zero channel is still zero after it.
-``x ** p`` with a constant exponent is pointwise too, and keeps zero when ``p > 0`` (MetaFormer's StarReLU squares).
+``x ** p`` with a constant exponent is pointwise too, and keeps zero when ``p > 0`` (MetaFormer's StarReLU squares);
+``clamp`` with constant bounds keeps zero when they hold it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ POINTWISE_METHODS = ZERO_TO_NONZERO_METHODS + (
 POWER = "power"  # the table's data for x ** p: keeps zero if the constant exponent p is positive
 POWER_TARGETS = (operator.pow, torch.pow, "pow", torch.ops.aten.pow.Tensor_Scalar)
 SQUARES = (torch.square, "square", torch.ops.aten.square.default)
+CLAMP, CLAMP_MIN, CLAMP_MAX = "clamp", "clamp_min", "clamp_max"  # the table's data: which bounds the op takes
+CLAMPS = {
+    CLAMP: (torch.clamp, torch.clip, "clamp", "clamp_", "clip", "clip_", torch.ops.aten.clamp.default,
+            torch.ops.aten.clamp_.default, torch.ops.aten.clip.default, torch.ops.aten.clip_.default),
+    CLAMP_MIN: (torch.clamp_min, "clamp_min", "clamp_min_", torch.ops.aten.clamp_min.default,
+                torch.ops.aten.clamp_min_.default),
+    CLAMP_MAX: (torch.clamp_max, "clamp_max", "clamp_max_", torch.ops.aten.clamp_max.default,
+                torch.ops.aten.clamp_max_.default),
+}  # fmt: skip
 # Wrapped (leaf) functions known by qualified name, so the table needs no optional import.
 POINTWISE_QUALNAMES = ("torchvision.ops.stochastic_depth.stochastic_depth",)
 
@@ -77,6 +87,8 @@ class PointwiseHandler(OpHandler[Pointwise]):
             if not isinstance(exponent, (int, float)):
                 return Unknown("power with an exponent that is not a constant")
             return Pointwise(data=source, keeps_zero=exponent > 0)
+        if data in CLAMPS:
+            return _clamp(node, source, data)
         return Pointwise(data=source, keeps_zero=bool(data))
 
     def propagate(self, walk: ChannelWalk, node: fx.Node, role: Pointwise) -> None:
@@ -89,7 +101,20 @@ class PointwiseHandler(OpHandler[Pointwise]):
         return Masking(carry=Carry.THROUGH, ranks_after=True)
 
 
+def _clamp(node: fx.Node, source: str, kind: str) -> Pointwise | Unknown:
+    """``clamp(x, min, max)`` (or one bound): keeps zero when its constant bounds hold zero (``hardswish``'s
+    ``clamp(x + 3, 0, 6)`` as ``run_decompositions()`` writes it)."""
+    low = arg(node, 1, "min") if kind in (CLAMP, CLAMP_MIN) else None
+    high = arg(node, 2 if kind == CLAMP else 1, "max") if kind in (CLAMP, CLAMP_MAX) else None
+    if not all(bound is None or isinstance(bound, (int, float)) for bound in (low, high)):
+        return Unknown("clamp with bounds that are not constants")
+    return Pointwise(data=source, keeps_zero=(low is None or low <= 0) and (high is None or high >= 0))
+
+
 def add_routes(table: HandlerTable) -> None:
-    """Powers and squares, in both IRs (the other pointwise routes are in the table's defaults and ``aten.py``)."""
+    """Powers, squares and clamps, in both IRs (the other pointwise routes are in the table's defaults and
+    ``aten.py``)."""
     table.add(Pointwise, POWER_TARGETS, POWER)
     table.add(Pointwise, SQUARES, True)
+    for kind, targets in CLAMPS.items():
+        table.add(Pointwise, targets, kind)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..layouts import Layout
 from .base import Context, OpHandler, RewriteContext, Updates, arg, data_name, is_get_attr, shape
-from .channel_reduction import channel_reduction
+from .channel_reduction import VECTOR_NORM, channel_reduction, norm_order
 from .structural import Unknown
 
 if TYPE_CHECKING:
@@ -92,10 +92,12 @@ class Reduce:
     data: str
     dims: tuple[int, ...]
     keepdim: bool
+    order: float | None = None  # a vector norm's order (``None``: a sum, mean or maximum)
 
 
 class FlattenHandler(OpHandler[Flatten]):
-    """A channel flattened with the axes after it becomes ``repeat`` consecutive features."""
+    """A channel flattened with the axes after it becomes ``repeat`` consecutive features (axes of size 1 before it
+    change nothing: ``(N, 1, 1, C)`` viewed as ``(N, C)``)."""
 
     role = Flatten
 
@@ -126,15 +128,16 @@ class FlattenHandler(OpHandler[Flatten]):
         source = walk.layouts.get(role.data)
         if source is None:
             return None
-        if role.start_dim < source.axis:
-            return False
+        before = shape(walk.nodes[role.data])
+        if any(size != 1 for size in before[role.start_dim : source.axis]):
+            return False  # axes of more than one entry before the channel axis: each channel scattered
         if role.constant and role.start_dim <= source.axis:  # only a computed size (-1, x.size(...)) follows
             walk.barrier(node, "a view/reshape to a constant size merges the channel axis")
             return None
-        repeat = source.repeat
-        if role.start_dim == source.axis:
-            repeat *= math.prod(shape(walk.nodes[role.data])[source.axis + 1 :])
-        walk.set_output(node, Layout(source.axis, source.ids, repeat), walk.zeros[role.data])
+        axis, repeat = source.axis, source.repeat
+        if role.start_dim <= source.axis:  # (1, 1, C, ...) flattened: each channel still one run of entries
+            axis, repeat = role.start_dim, repeat * math.prod(before[source.axis + 1 :])
+        walk.set_output(node, Layout(axis, source.ids, repeat), walk.zeros[role.data])
         return None
 
     def rewrite(self, name: str, role: Flatten, context: RewriteContext, updates: Updates) -> None:
@@ -308,18 +311,24 @@ class ReduceHandler(OpHandler[Reduce]):
     role = Reduce
 
     def recognise(self, node: fx.Node, context: Context, data: Any) -> Reduce | Unknown:
-        source, dims, keepdim = data_name(node), arg(node, 1, "dim"), arg(node, 2, "keepdim", False)
+        """The table's data is ``VECTOR_NORM`` for a norm (its order first, then its axes); else ``None``."""
+        first = 2 if data == VECTOR_NORM else 1
+        source, dims, keepdim = data_name(node), arg(node, first, "dim"), arg(node, first + 1, "keepdim", False)
         if source is None or dims is None:
             return Unknown("reduction over every axis")
+        order = norm_order(node) if data == VECTOR_NORM else None
+        if isinstance(order, Unknown):
+            return order
         ndim = len(shape(node.args[0]))
         dims = (dims,) if isinstance(dims, int) else tuple(dims)
-        return Reduce(data=source, dims=tuple(sorted(d % ndim for d in dims)), keepdim=bool(keepdim))
+        return Reduce(data=source, dims=tuple(sorted(d % ndim for d in dims)), keepdim=bool(keepdim), order=order)
 
     def propagate(self, walk: ChannelWalk, node: fx.Node, role: Reduce) -> bool | None:
         source = walk.layouts.get(role.data)
         if source is None:
             return None
-        if source.axis in role.dims and (reduction := channel_reduction(node, role.data, source.axis)) is not None:
+        reduction = channel_reduction(node, role.data, source.axis, role.order)
+        if source.axis in role.dims and reduction is not None:
             return walk.reassign(node, reduction)
         if source.axis in role.dims or source.repeat != 1:
             return False
