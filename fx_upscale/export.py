@@ -19,6 +19,7 @@ from .capture import module_of
 from .channels import ChannelAnalysis, analyse_channels
 from .cost_model import CostModel, load_cost_model
 from .errors import SpecError, describe_node
+from .folding import folded_sources
 from .ops import HandlerTable, LayerNorm, PerChannel, Unknown, producer_weights
 from .passes import apply_plan
 from .plan_types import ChannelPlan
@@ -82,7 +83,8 @@ def export(
     pricing = Pricing(cost_model or _cost_model_for(inputs, backend), zero_columns)
     channel_plan = plan_channels(analysis, find_segments(analysis), mode, on_unsupported, pricing)
     if spec is not None:
-        check_spec_is_read(spec, analysis)  # after planning, which names an unmapped op inside a pruned segment
+        check_spec_is_read(spec, analysis, folded_sources(graph_module))  # after planning, which names an unmapped
+        # op inside a pruned segment
     params_before = count_parameters(graph_module)
     apply_plan(graph_module, channel_plan, handlers=handlers)
     seconds = time.perf_counter() - start
@@ -144,10 +146,11 @@ def check_output_channels(spec: PruneSpec, analysis: ChannelAnalysis) -> None:
             )
 
 
-def check_spec_is_read(spec: PruneSpec, analysis: ChannelAnalysis) -> None:
+def check_spec_is_read(spec: PruneSpec, analysis: ChannelAnalysis, folded: frozenset[str] = frozenset()) -> None:
     """Raise :class:`SpecError` if ``spec`` names a weight no layer fx_upscale recognises prunes through: its
-    channels would silently stay (a layer behind an op no handler maps, a graph whose layers are barriers)."""
-    inputs, outputs = set(), set()
+    channels would silently stay (a layer behind an op no handler maps, a graph whose layers are barriers). The
+    buffers ``folded`` into constants (a frozen norm's, in a ``torch.export`` graph) are read through them."""
+    inputs, outputs = set(), set(folded)
     for name, role in analysis.roles.items():
         weights = producer_weights(role)
         if weights is not None:

@@ -32,6 +32,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+FOLDED_SOURCES = "fx_upscale.folded_sources"  # the GraphModule.meta key of the buffers folded away
 FOLDED_PREFIX = "folded_"  # the name of a folded buffer: this prefix, then the name of the node it replaces
 
 aten = torch.ops.aten
@@ -59,7 +60,8 @@ def fold_constant_subgraphs(gm: fx.GraphModule) -> list[str]:
         names.append(name)
     read_before = {str(node.target) for node in constants if node.op == "get_attr"}
     gm.graph.eliminate_dead_code()
-    _delete_unread_buffers(gm, read_before)
+    deleted = _delete_unread_buffers(gm, read_before)
+    gm.meta[FOLDED_SOURCES] = frozenset(gm.meta.get(FOLDED_SOURCES, frozenset()) | deleted)
     gm.graph.lint()
     gm.recompile()
     return names
@@ -160,11 +162,22 @@ def _common_owner(node: fx.Node) -> str:
     return ".".join(common)
 
 
-def _delete_unread_buffers(gm: fx.GraphModule, candidates: set[str]) -> None:
-    """Delete the buffers among ``candidates`` that no ``get_attr`` reads any more (folded away)."""
+def _delete_unread_buffers(gm: fx.GraphModule, candidates: set[str]) -> set[str]:
+    """Delete the buffers among ``candidates`` that no ``get_attr`` reads any more (folded away); return their
+    names."""
     read = {str(node.target) for node in gm.graph.nodes if node.op == "get_attr"}
+    deleted = set()
     for name in sorted(candidates - read):
         owner, _, attr = name.rpartition(".")
         module: nn.Module = gm.get_submodule(owner)
         if attr in module._buffers:
             del module._buffers[attr]
+            deleted.add(name)
+    return deleted
+
+
+def folded_sources(gm: fx.GraphModule) -> frozenset[str]:
+    """The buffers :func:`fold_constant_subgraphs` folded into constants of ``gm`` (a ``FrozenBatchNorm2d``'s
+    ``weight``, ``bias``, ``running_mean`` and ``running_var``): what a spec named in them is in the folded
+    values."""
+    return frozenset(gm.meta.get(FOLDED_SOURCES, frozenset()))

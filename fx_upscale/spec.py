@@ -3,7 +3,9 @@
 A spec lists, per weight parameter name (``"layer1.0.conv1.weight"``), the pruned *input* channels (indices on the
 weight's input axis: columns of a conv/linear weight, rows of a transposed conv's) and the pruned *output* channels
 (indices on its output axis: a filter, with its bias — the parameter named like the weight with ``bias`` in place of
-``weight``; for per-channel modules such as BatchNorm, the channel's weight and bias).
+``weight``; for per-channel modules such as BatchNorm, the channel's weight and bias). A frozen norm's affine map
+held in buffers (torchvision's ``FrozenBatchNorm2d``) is named like a parameter (``"body.bn1.weight"``):
+:func:`nameable_tensors`.
 ``spec.apply(model)`` returns the masked model: a copy with those slices set to zero. Everything fx_upscale exports
 is measured against that masked model.
 
@@ -78,7 +80,7 @@ class PruneSpec:
         LayerNorm) counts as pruned at ``c`` when both are zero there.
         """
         inputs, outputs = {}, {}
-        params = dict(model.named_parameters())
+        params = nameable_tensors(model)
         for name, weight in params.items():
             if not name.endswith("weight") or weight.ndim == 0:
                 continue
@@ -122,7 +124,7 @@ class PruneSpec:
 
     def validate(self, model: nn.Module) -> None:
         """Raise :class:`SpecError` if a name is unknown or an index is out of range."""
-        params = dict(model.named_parameters())
+        params = nameable_tensors(model)
         for side, mapping in (("inputs", self.inputs), ("outputs", self.outputs)):
             for name, channels in mapping.items():
                 weight = params.get(name)
@@ -156,7 +158,7 @@ class PruneSpec:
         """A masked copy of ``model``: the listed slices set to zero. ``model`` itself is not changed."""
         self.validate(model)
         masked = copy.deepcopy(model)
-        params = dict(masked.named_parameters())
+        params = nameable_tensors(masked)
         with torch.no_grad():
             for name, channels in self.outputs.items():
                 index = torch.tensor(sorted(channels), device=params[name].device)
@@ -168,6 +170,21 @@ class PruneSpec:
                 index = torch.tensor(sorted(channels), device=params[name].device)
                 params[name].index_fill_(weight_axes(masked, name)[0], index, 0)
         return masked
+
+
+def nameable_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a spec may name: every parameter, and the affine map of a frozen norm held in buffers (a 1-D
+    ``weight`` buffer beside a 1-D ``bias`` buffer of its length, as torchvision's ``FrozenBatchNorm2d`` holds
+    them: masking output channel ``c`` zeroes both, so the norm maps channel ``c`` to zero whatever its
+    statistics)."""
+    tensors: dict[str, torch.Tensor] = dict(model.named_parameters())
+    for module_name, module in model.named_modules():
+        weight, bias = module._buffers.get("weight"), module._buffers.get("bias")
+        if weight is None or bias is None or weight.ndim != 1 or bias.shape != weight.shape:
+            continue
+        prefix = f"{module_name}." if module_name else ""
+        tensors[f"{prefix}weight"], tensors[f"{prefix}bias"] = weight, bias
+    return tensors
 
 
 def weight_axes(model: nn.Module, name: str) -> tuple[int, int]:

@@ -614,7 +614,7 @@ NEEDS: dict[type, set[str]] = {
     PixelShuffle: {"propagate"},
     InstanceNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
     GroupNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
-    FrozenBatchNorm: {"propagate", "rewrite", "masking", "invariant"},
+    FrozenBatchNorm: {"propagate", "rewrite", "masking", "output_weight", "invariant"},
     TokenMixing: {"propagate"},
     ChannelReduction: {"propagate", "rewrite", "masking"},
     Strided: {"propagate", "masking"},

@@ -6,10 +6,11 @@ ends; FrozenBatchNorm2d's handler (``symbolic_trace``) and the folding of attrib
   and baseline, exported equals masked within 1e-8 of the output's scale (float64), the graph holds exactly
   ``report.gathers`` gathers, upscale never gathers more than baseline, and parameters are removed. By default only
   LR-ASPP (segmentation) and the FPN backbone of Faster R-CNN MobileNetV3-320 run; the rest are marked slow.
-- An output mask does not reach past a FrozenBatchNorm2d (its tensors are buffers, which a spec does not name): a
-  masked filter becomes the norm's shift and stays. Models whose every masked filter feeds one (the ResNet
-  segmentation models with frozen norms) keep all their parameters on the output side, exactly
-  (:data:`FROZEN_OUTPUT_KEEPS_ALL`).
+- An output mask reaches past a FrozenBatchNorm2d: a spec names its weight buffer, and masking zeroes its weight and
+  bias there. ``mask()`` masks them where it sees the norm, in ``symbolic_trace``'s graph; in ``torch.export``'s the
+  norm is folded into constants, a masked filter becomes the norm's shift and stays, and models whose every masked
+  filter feeds one (the ResNet segmentation models with frozen norms) keep all their parameters on the output side,
+  exactly (:data:`FROZEN_OUTPUT_KEEPS_ALL`).
 - ``torch.export`` graphs of FrozenBatchNorm2d models hold no ``rsqrt``: each norm's scale and shift are folded into
   buffers (``fx_upscale/folding.py``) before the analysis, so its channels are pruned as through ``symbolic_trace``.
 """
@@ -57,7 +58,7 @@ def test_model_exports_exactly_and_shrinks(name: str, norm: str, capture: str) -
         where = f"side {side}, mode {mode}"
         if norm == "frozen" and capture == "torch.export":  # every FrozenBatchNorm2d folded to a scale, a shift
             assert torch.ops.aten.rsqrt.default not in {n.target for n in result.module.graph.nodes}, where
-        if norm == "frozen" and side == "output" and name in FROZEN_OUTPUT_KEEPS_ALL:
+        if norm == "frozen" and side == "output" and name in FROZEN_OUTPUT_KEEPS_ALL and capture == "torch.export":
             assert result.report.params_after == result.report.params_before, where
         else:
             assert result.report.params_after < result.report.params_before, where
@@ -136,6 +137,36 @@ def test_a_frozen_batchnorm_channel_is_zero_where_its_shift_is() -> None:
     assert_relatively_exact(result.module, spec.apply(model)(X), X, rtol=1e-12)
     assert result.module.get_parameter("conv1.weight").shape[0] == 7
     assert result.module.get_parameter("conv2.weight").shape[1] == 7
+
+
+def test_an_output_mask_carries_through_a_frozen_batchnorm() -> None:
+    """mask() names bn1's weight buffer with conv1's filters; the spec zeroes its weight and bias there, so the
+    channels are zero after the norm and go, through either front end (in torch.export's graph the norm's folded
+    scale and shift are computed from the masked buffers)."""
+    model = frozen_net()
+    spec = fx_upscale.mask(model, X, amount=0.4, side="output", capture="symbolic_trace")
+    assert set(spec.outputs) == {"conv1.weight", "bn1.weight", "conv2.weight", "bn2.weight"}
+    assert spec.outputs["bn1.weight"] == spec.outputs["conv1.weight"]
+    masked = spec.apply(model)
+    rows = sorted(spec.outputs["bn1.weight"])
+    assert not masked.bn1.weight[rows].any() and not masked.bn1.bias[rows].any()
+    assert masked.bn1.running_mean[rows].any()  # the statistics stay: scale and shift are zero without them
+    for capture in CAPTURES:
+        result = fx_upscale.export(model, X, spec=spec, capture=capture)
+        assert_relatively_exact(result.module, masked(X), X, rtol=1e-12)
+        assert result.module.get_parameter("conv1.weight").shape[0] == 8 - len(rows), capture
+        if capture == "symbolic_trace":
+            assert {tuple(b.shape) for b in result.module.get_submodule("bn1").buffers()} == {(8 - len(rows),)}
+
+
+def test_a_spec_names_a_frozen_batchnorm_by_its_weight_buffer() -> None:
+    model = frozen_net()
+    with pytest.raises(fx_upscale.SpecError, match=r"names 'bn1.bias', a bias; name its weight 'bn1.weight'"):
+        fx_upscale.PruneSpec(outputs={"bn1.bias": [1]}).validate(model)
+    with pytest.raises(fx_upscale.SpecError, match=r"'bn1.weight', a 1-D parameter with no input axis"):
+        fx_upscale.PruneSpec(inputs={"bn1.weight": [1]}).validate(model)
+    spec = fx_upscale.PruneSpec(outputs={"conv1.weight": [1, 4], "bn1.weight": [1, 4]})
+    assert fx_upscale.PruneSpec.from_zeros(spec.apply(model)) == spec
 
 
 def test_frozen_batchnorm_invariant_names_a_buffer_of_another_length() -> None:

@@ -34,7 +34,7 @@ from ..channels import ChannelAnalysis, analyse_channels
 from ..errors import MaskWarning, SpecError
 from ..ops import HandlerTable
 from ..segments import find_segments
-from ..spec import PruneSpec
+from ..spec import PruneSpec, nameable_tensors
 from ..tracing import normalize_inputs, trace
 from . import layers as lay
 from .choosing import choose
@@ -74,7 +74,7 @@ def mask(
     groups = [segment.classes for segment in find_segments(analysis)] if constrained else None
     sides = ("input", "output") if side == "both" else (side,)
     unmaskable = {s: lay.unmaskable_classes(analysis, s) for s in sides}
-    parameters = {name for name, _ in graph_module.named_parameters()}
+    parameters = set(nameable_tensors(graph_module))
     layers_of = {s: _layers(analysis, s, unmaskable[s], constrained, parameters) for s in sides}
     score = _scorer(graph_module, analysis, heuristic, [layer for s in sides for layer in layers_of[s]], calibration)
     spec = PruneSpec()

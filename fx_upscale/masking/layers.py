@@ -24,7 +24,7 @@ from ..channels import ChannelAnalysis, analyse_channels
 from ..errors import describe_node
 from ..layouts import Read
 from ..ops import Carry, Flatten, Masking, Unknown, Weighted
-from ..spec import PruneSpec
+from ..spec import PruneSpec, nameable_tensors
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def output_spec(
     """Masked filters, with the per-channel layers (BatchNorm, depthwise conv) that carry them on; and the channel
     analysis of the model that spec masks."""
     rows_of = {layer.node: positions for layer, positions in zip(layers, chosen)}
-    parameters = {name for name, _ in gm.named_parameters()}
+    parameters = set(nameable_tensors(gm))
     masked: dict[str, set[int]] = {}
     for layer, positions in zip(layers, chosen):
         masked[layer.weight] = set(positions)
@@ -236,8 +236,8 @@ def _masked_downstream(
 
     A per-channel layer right after a producer (through pass-through ops) is masked with the producer's rows by
     :func:`_following_per_channel`, whatever feeds the channel elsewhere. Only layers whose weight is one of
-    ``parameters`` are masked (a spec names no buffer). Returns what it masked, and the channel analysis of the
-    model with ``masked`` and that applied.
+    ``parameters`` are masked (a spec names no buffer but a frozen norm's affine map). Returns what it masked, and
+    the channel analysis of the model with ``masked`` and that applied.
     """
     masked_ids = {analysis.layouts[name].ids[p] for name, rows in rows_of.items() for p in rows}
     ids_of: dict[int, set[int]] = {}

@@ -13,9 +13,12 @@ is zero, or where ``scale[c] == 0`` and ``shift[c] == 0`` whatever the input.
   :func:`fx_upscale.folding.fold_constant_subgraphs` folds them into two buffers, which the elementwise handler ties
   to the channels (``mul``, ``add``) and the reorder pass reslices: no handler of this module is involved.
 
-``mask()`` does not carry an output mask through it: its tensors are buffers, which a :class:`~fx_upscale.PruneSpec`
-does not name, so a masked filter before it becomes ``shift[c]`` after it and stays (exactly). torchvision is
-optional: without it, :func:`add_routes` adds nothing.
+``mask()`` carries an output mask through it: a :class:`~fx_upscale.PruneSpec` names its ``weight`` buffer like a
+BatchNorm's weight parameter (:func:`fx_upscale.spec.nameable_tensors`), and masking channel ``c`` zeroes
+``weight[c]`` and ``bias[c]``, so ``scale[c] == shift[c] == 0`` and the channel is zero after the norm (without it,
+a masked filter would become ``shift[c]`` and stay). In a ``torch.export`` graph the norm is folded into constants
+computed from the masked buffers: a spec naming them is applied, but ``mask()`` sees no norm there to mask. torchvision
+is optional: without it, :func:`add_routes` adds nothing.
 
 Start reading at :class:`FrozenBatchNormHandler`.
 """
@@ -29,7 +32,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .base import Context, Masking, Mismatch, OpHandler, RewriteContext, Updates, axis_size, data_name
+from .base import Carry, Context, Masking, Mismatch, OpHandler, RewriteContext, Updates, axis_size, data_name
 from .structural import Unknown
 
 if TYPE_CHECKING:
@@ -83,7 +86,14 @@ class FrozenBatchNormHandler(OpHandler[FrozenBatchNorm]):
             updates.keep(buffer, 0, rows, context.size(name))
 
     def masking(self, role: FrozenBatchNorm) -> Masking:
-        return Masking(ranks_after=True)  # HRank ranks a producer's channels after the norm, as after BatchNorm
+        """Carries a filter's mask on, masking its weight and bias buffers (HRank ranks a producer's channels after
+        the norm, as after BatchNorm)."""
+        return Masking(
+            carry=Carry.PER_CHANNEL, per_channel_weight=role.buffers[0], per_channel_input=role.data, ranks_after=True
+        )
+
+    def output_weight(self, role: FrozenBatchNorm) -> str | None:
+        return role.buffers[0]
 
     def invariant(self, module: nn.Module) -> list[Mismatch]:
         """Its four buffers hold one entry per channel each: as many as its weight."""
