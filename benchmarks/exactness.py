@@ -25,22 +25,24 @@ def output_scale(expected) -> float:
     return max(t.abs().max().item() for t in outputs(expected))
 
 
-def side_mode_rows(model, x, base: dict) -> list[dict]:
+def side_mode_rows(model, x, base: dict, source=None) -> list[dict]:
     """One row per side and mode: 30% masks of that side, shared by the modes, each mode exported with
-    ``base["capture"]`` and measured (:func:`export_row`)."""
-    rows = []
+    ``base["capture"]`` and measured (:func:`export_row`). ``source`` is what ``mask`` and ``export`` read (an
+    ``ExportedProgram`` of ``model``, say; default ``model``); the masked ``model`` is the reference."""
+    rows, source = [], model if source is None else source
     for side in SIDES:
-        spec = fx_upscale.mask(model, x, amount=AMOUNT, side=side, capture=base["capture"])
+        spec = fx_upscale.mask(source, x, amount=AMOUNT, side=side, capture=base["capture"])
         with torch.no_grad():
             expected = spec.apply(model)(x)
         scale = output_scale(expected)
         for mode in MODES:
-            rows.append(export_row(model, x, spec, expected, scale, {**base, "side": side, "mode": mode}))
+            rows.append(export_row(source, x, spec, expected, scale, {**base, "side": side, "mode": mode}))
     return rows
 
 
 def export_row(model, x, spec, expected, scale: float, row: dict) -> dict:
-    """``row`` (which names the ``mode`` and ``capture``) completed by exporting ``model`` with ``spec``."""
+    """``row`` (which names the ``mode`` and ``capture``) completed by exporting ``model`` (a module or an
+    ``ExportedProgram``) with ``spec``."""
     start = time.perf_counter()
     result = fx_upscale.export(model, x, spec=spec, mode=row["mode"], capture=row["capture"])
     seconds = time.perf_counter() - start

@@ -62,7 +62,7 @@ def front_end_captures(model, x, capture: str) -> str:
 
 def measure(family: str, captures: tuple[str, ...] = CAPTURES) -> list[dict]:
     """The rows of one family (through ``captures``)."""
-    name, _, size = timm_models.FAMILIES[family]
+    name, size = timm_models.FAMILIES[family][0], timm_models.input_size(family)
     model, x = timm_models.build(family)
     rows = []
     for capture in captures:

@@ -9,7 +9,7 @@ for every family by ``python benchmarks/timm_families.py --check-list`` and for 
 
 :func:`build` gives the model with ``pretrained=False`` (seed 0), made meaningful for an exactness check (BatchNorm
 randomised and calibrated, near-zero parameters redrawn), in float64, eval mode, and one seeded input at the input
-size of the model's pretrained configuration.
+size of the model's pretrained configuration (:data:`INPUT_SIZE_OVERRIDES`: smaller for a model too slow at it).
 """
 
 from __future__ import annotations
@@ -121,6 +121,17 @@ FAMILIES: dict[str, tuple[str, int, int]] = {
     "xception_aligned": ("xception41p", 26907752, 299),
     "xcit": ("xcit_nano_12_p8_224", 3049016, 224),
 }
+# family: the input size its model runs at instead of its pretrained configuration's (passed as ``img_size``), where
+# that one makes a float64 forward of batch 2 take more than 30 s on one core (qwen3_vit_88m at 768x768: 41 s, and
+# an export check runs dozens of forwards; 1.9 s at 224x224; its parameters do not depend on the size)
+INPUT_SIZE_OVERRIDES: dict[str, int] = {"qwen3_vit": 224}
+
+
+def input_size(family: str) -> int:
+    """The side of the square input ``family``'s model runs at: its pretrained configuration's, or its override."""
+    return INPUT_SIZE_OVERRIDES.get(family, FAMILIES[family][2])
+
+
 # family: (its smallest model, parameters): over the limit
 EXCLUDED: dict[str, tuple[str, int]] = {
     "deepseek_vit": ("deepseek_vit_412m", 411842560),
@@ -165,11 +176,12 @@ def build(family: str, dtype: torch.dtype = torch.float64, batch: int = 2) -> tu
     """The model of ``family`` in eval mode and ``dtype``, and a seeded input batch of its input size."""
     import timm
 
-    name, _, size = FAMILIES[family]
+    name, size = FAMILIES[family][0], input_size(family)
+    overrides = {"img_size": size} if family in INPUT_SIZE_OVERRIDES else {}
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = timm.create_model(name, pretrained=False)
+        model = timm.create_model(name, pretrained=False, **overrides)
     randomize_small_parameters(randomize_batchnorm(model))
     calibration = torch.randn(batch + CALIBRATION, 3, size, size, generator=torch.Generator().manual_seed(1))
     calibrate_batchnorm(model, calibration)
