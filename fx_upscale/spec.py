@@ -20,11 +20,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
+import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import SpecError
 
 _TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_TRANSPOSED_OPS = (
+    F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d, torch.ops.aten.conv_transpose1d.default,
+    torch.ops.aten.conv_transpose2d.input, torch.ops.aten.conv_transpose3d.input,
+)  # fmt: skip
 
 
 def _frozen_channels(mapping: Mapping[str, Iterable[int]] | None) -> dict[str, frozenset[int]]:
@@ -188,11 +194,22 @@ def nameable_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def weight_axes(model: nn.Module, name: str) -> tuple[int, int]:
-    """(input axis, output axis) of weight ``name``: (0, 1) for transposed convolutions, else (1, 0)."""
+    """(input axis, output axis) of weight ``name``: (0, 1) for transposed convolutions (a ``ConvTranspose``
+    module's weight, or in a ``GraphModule`` a weight a transposed convolution op reads: an ``ExportedProgram``'s
+    module), else (1, 0)."""
     module_name, _, leaf = name.rpartition(".")
     if leaf == "weight" and isinstance(model.get_submodule(module_name), _TRANSPOSED):
         return 0, 1
+    if isinstance(model, fx.GraphModule) and _read_as_transposed(model, name):
+        return 0, 1
     return 1, 0
+
+
+def _read_as_transposed(graph_module: fx.GraphModule, name: str) -> bool:
+    for node in graph_module.graph.nodes:
+        if node.op == "get_attr" and node.target == name:
+            return any(user.target in _TRANSPOSED_OPS and user.args[1:2] == (node,) for user in node.users)
+    return False
 
 
 def _sibling_bias(params: Mapping[str, torch.Tensor], weight_name: str) -> torch.Tensor | None:

@@ -187,3 +187,45 @@ def test_mask_takes_an_exported_program_and_names_its_weights() -> None:
     assert spec.inputs and set(spec.inputs) <= {"conv2.weight", "conv3.weight", "fc.weight"}
     result = fx_upscale.export(program, x, spec=spec)
     assert_exact(result, spec.apply(model), x)
+
+
+class Upsampler(nn.Module):
+    """Transposed convolutions (weights: in x out): a module's, and ``F.conv_transpose2d`` of a bare parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.up = nn.ConvTranspose2d(8, 6, 2, stride=2)
+        self.up_weight = nn.Parameter(torch.randn(6, 5, 2, 2))
+        self.head = nn.Conv2d(5, 4, 1)
+
+    def forward(self, x):
+        y = F.relu(self.up(F.relu(self.conv(x))))
+        return self.head(F.conv_transpose2d(y, self.up_weight, None, stride=2))
+
+
+@pytest.mark.parametrize("capture", ["symbolic_trace", "torch.export"])
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_a_conv_transpose_module_prunes_through_both_front_ends(capture: str, side: str) -> None:
+    """``up`` (a module) is pruned on both sides; ``F.conv_transpose2d`` of a bare weight, whose axes a spec would
+    read as (out, in), is a barrier: its channels stay, exactly."""
+    torch.manual_seed(0)
+    model, x = Upsampler().double().eval(), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    spec = fx_upscale.mask(model, x, amount=0.4, side=side, capture=capture)
+    assert set(spec.inputs if side == "input" else spec.outputs) == {"conv.weight" if side == "output" else
+                                                                       "up.weight"}  # fmt: skip
+    result = fx_upscale.export(model, x, spec=spec, capture=capture)
+    assert_exact(result, spec.apply(model), x)
+    assert result.module.get_parameter("up.weight").shape[0] < 8
+    assert result.module.get_parameter("up_weight").shape == (6, 5, 2, 2)
+
+
+def test_an_exported_programs_transposed_weight_is_read_in_out() -> None:
+    torch.manual_seed(0)
+    model, x = Upsampler().double().eval(), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    program = torch.export.export(model, (x,))
+    spec = fx_upscale.PruneSpec(inputs={"up.weight": [1, 6]})
+    assert spec.apply(program.module()).get_parameter("up.weight")[[1, 6]].abs().sum() == 0
+    result = fx_upscale.export(program, x, spec=spec)
+    assert_exact(result, spec.apply(model), x)
+    assert result.module.get_parameter("up.weight").shape == (6, 6, 2, 2)

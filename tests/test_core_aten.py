@@ -128,3 +128,27 @@ def test_a_pattern_whose_other_outputs_are_read_is_left_alone() -> None:
     assert any(node.target is aten.max_pool2d_with_indices.default for node in graph_module.graph.nodes)
     with torch.no_grad():
         assert torch.equal(graph_module(x), model(x))
+
+
+def test_a_transposed_convolution_is_recomposed_and_pruned_as_in_the_default_ir() -> None:
+    class Decoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.up = nn.ConvTranspose2d(8, 6, 2, stride=2)
+            self.conv2 = nn.Conv2d(6, 4, 1)
+
+        def forward(self, x):
+            return self.conv2(F.relu(self.up(F.relu(self.conv1(x)))))
+
+    torch.manual_seed(0)
+    model, x = Decoder().double().eval(), torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    program = torch.export.export(model, (x,))
+    core = program.run_decompositions()
+    graph_module = core.module()
+    assert recompose_core_aten(graph_module) == 3
+    assert any(node.target is aten.conv_transpose2d.input for node in graph_module.graph.nodes)
+    spec = fx_upscale.PruneSpec(outputs={"conv1.weight": [0, 5]}, inputs={"conv2.weight": [2]})
+    result, twin = (fx_upscale.export(p, x, spec=spec) for p in (core, program))
+    assert_exact(result, spec.apply(model), x)
+    assert result.report.params_after == twin.report.params_after < result.report.params_before

@@ -18,7 +18,7 @@ import torch
 
 from .elementwise import Operation
 from .norm import BatchNormArguments
-from .weighted import LINEAR
+from .weighted import LINEAR, TRANSPOSED
 
 if TYPE_CHECKING:
     from .table import HandlerTable
@@ -29,6 +29,7 @@ CONVOLUTIONS = (
     aten.conv1d.default, aten.conv2d.default, aten.conv3d.default,
     aten.conv1d.padding, aten.conv2d.padding, aten.conv3d.padding,  # padding="same" / "valid"
 )  # fmt: skip
+CONV_TRANSPOSES = (aten.conv_transpose1d.default, aten.conv_transpose2d.input, aten.conv_transpose3d.input)
 BATCH_NORM = BatchNormArguments(weight=1, bias=2, running_mean=3, running_var=4, training=5)
 KEEPS_ZERO = (
     aten.relu.default, aten.relu_.default, aten.gelu.default, aten.gelu_.default, aten.silu.default,
@@ -66,6 +67,7 @@ def add_aten_routes(table: HandlerTable) -> None:
 
     table.add(Weighted, CONVOLUTIONS)
     table.add(Weighted, [aten.linear.default], LINEAR)
+    table.add(Weighted, CONV_TRANSPOSES, TRANSPOSED)
     table.add(PerChannel, [aten.batch_norm.default], BATCH_NORM)
     table.add(LayerNorm, [aten.layer_norm.default])
     table.add(Pointwise, KEEPS_ZERO, True)

@@ -58,7 +58,15 @@ from .structural import (
     Unknown,
     UnknownHandler,
 )
-from .weighted import CONV_FUNCTIONS, CONV_MODULES, CONV_TRANSPOSE_MODULES, GroupedHandler, WeightedHandler
+from .weighted import (
+    CONV_FUNCTIONS,
+    CONV_MODULES,
+    CONV_TRANSPOSE_FUNCTIONS,
+    CONV_TRANSPOSE_MODULES,
+    TRANSPOSED,
+    GroupedHandler,
+    WeightedHandler,
+)
 
 
 @dataclass(frozen=True)
@@ -268,6 +276,7 @@ def _build_default() -> HandlerTable:
         PermuteHandler(), ReduceHandler(), StridedHandler(),
     ])  # fmt: skip
     table.add(Weighted, CONV_MODULES + CONV_TRANSPOSE_MODULES + (nn.Linear,) + CONV_FUNCTIONS + (F.linear,))
+    table.add(Weighted, CONV_TRANSPOSE_FUNCTIONS, TRANSPOSED)
     table.add(PerChannel, BATCHNORM_MODULES + (F.batch_norm,))
     table.add(LayerNorm, (nn.LayerNorm, F.layer_norm))
     table.add(Pointwise, [t for t in POINTWISE_MODULES if t not in ZERO_TO_NONZERO_MODULES], True)

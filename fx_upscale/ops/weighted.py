@@ -49,6 +49,8 @@ CONV_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSE_MODULES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d)
 LINEAR = "linear"  # the table's data for a linear function other than F.linear (channels on the last axis)
+TRANSPOSED = "transposed"  # the table's data for a transposed convolution function (weight: in x out, groups at 6)
+CONV_TRANSPOSE_FUNCTIONS = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,7 +105,9 @@ class ConvHandler:
             return Grouped(conv=weighted, groups=module.groups)
         return Unknown(f"grouped transposed convolution (groups={module.groups}) is not supported")
 
-    def recognise_function(self, node: fx.Node, linear: bool) -> Any:
+    def recognise_function(self, node: fx.Node, linear: bool, transposed: bool = False) -> Any:
+        """``F.conv*`` / ``F.linear`` / ``F.conv_transpose*`` and their aten overloads, weights read by
+        ``get_attr``."""
         data, weight, bias = data_name(node), arg(node, 1, "weight"), arg(node, 2, "bias")
         if data is None or not is_get_attr(weight) or not (bias is None or is_get_attr(bias)):
             return Unknown(
@@ -118,6 +122,15 @@ class ConvHandler:
         groups = traced_int(arg(node, 6, "groups", 1))  # x.shape[1] in a depthwise blur: its traced value
         if groups is None:
             return Unknown("a convolution whose groups are neither a constant nor shape arithmetic")
+        if transposed:  # F.conv_transpose2d(x, w, b, stride, padding, output_padding, groups, dilation)
+            if groups != 1:
+                return Unknown(f"grouped transposed convolution (groups={groups}) is not supported")
+            if not _in_conv_transpose_module(node, weighted.weight):
+                return Unknown(
+                    "a transposed convolution whose weight is no ConvTranspose module's: a PruneSpec reads such a "
+                    "weight's axes as (out, in), the convolution as (in, out)"
+                )
+            return replace(weighted, weight_in_axis=0, weight_out_axis=1)
         if groups == 1:
             return weighted
         if groups == shape(node)[1] == shape(node.args[0])[1]:
@@ -126,6 +139,19 @@ class ConvHandler:
                 module=None, count_attrs=(),
             )  # fmt: skip
         return Grouped(conv=weighted, groups=groups)
+
+
+def _in_conv_transpose_module(node: fx.Node, weight: str) -> bool:
+    """Whether ``node`` runs inside the ``ConvTranspose`` module owning ``weight`` (``torch.export`` records the
+    module path and type of every node): then a :class:`~fx_upscale.PruneSpec` reads the weight's axes as the
+    convolution does, (in, out)."""
+    owner = weight.rpartition(".")[0]
+    stack = node.meta.get("nn_module_stack") or {}
+    for path, kind in stack.values():
+        name = kind if isinstance(kind, str) else getattr(kind, "__qualname__", "")
+        if path == owner and name.rpartition(".")[2].startswith("ConvTranspose"):
+            return True
+    return False
 
 
 class WeightedHandler(OpHandler[Weighted]):
@@ -137,7 +163,8 @@ class WeightedHandler(OpHandler[Weighted]):
 
     def recognise(self, node: fx.Node, context: Context, data: Any) -> Any:
         if node.op == "call_function":
-            return self.conv.recognise_function(node, linear=node.target is F.linear or data == LINEAR)
+            linear = node.target is F.linear or data == LINEAR
+            return self.conv.recognise_function(node, linear=linear, transposed=data == TRANSPOSED)
         module = context.graph_module.get_submodule(str(node.target))
         source = data_name(node)
         assert source is not None  # the table checked the module's one tensor input
