@@ -113,11 +113,21 @@ def _mismatch(model: nn.Module, traced: fx.GraphModule, inputs: tuple[Any, ...])
 
 
 def _same_outputs(expected: Any, actual: Any) -> bool:
-    flat_expected, spec_expected = tree_flatten(expected)
-    flat_actual, spec_actual = tree_flatten(actual)
+    """Equal structure and values; an ``OrderedDict`` equals the plain ``dict`` a traced graph returns for it (a
+    torchvision backbone's features)."""
+    flat_expected, spec_expected = tree_flatten(_plain_dicts(expected))
+    flat_actual, spec_actual = tree_flatten(_plain_dicts(actual))
     if spec_expected != spec_actual:
         return False
     return all(_same(e, a) for e, a in zip(flat_expected, flat_actual))
+
+
+def _plain_dicts(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain_dicts(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+        return type(value)(_plain_dicts(item) for item in value)
+    return value
 
 
 def _same(expected: Any, actual: Any) -> bool:

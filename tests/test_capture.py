@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import collections
 import gc
 
 import pytest
@@ -145,6 +146,25 @@ def test_auto_falls_back_to_torch_export(model_type: type, reason: str) -> None:
 def test_auto_keeps_symbolic_trace_when_it_works() -> None:
     model, x = small_net()
     assert fx_upscale.export(model, x, spec=SPEC).report.capture == "symbolic_trace"
+
+
+class Features(SmallNet):
+    """Returns an ``OrderedDict`` of feature maps, as torchvision's backbones do; its traced graph returns a dict."""
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        return collections.OrderedDict([("0", y), ("1", self.conv3(torch.relu_(self.conv2(y)) + y))])
+
+
+def test_auto_keeps_symbolic_trace_for_a_model_returning_an_ordered_dict() -> None:
+    torch.manual_seed(0)
+    model, x = Features().double().eval(), torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    captured = fx_upscale.tracing.capture_model(model, (x,))
+    assert captured.capture == "symbolic_trace", captured.fallback_reason
+    spec = fx_upscale.PruneSpec(inputs={"conv3.weight": [0, 2, 5]})
+    result = fx_upscale.export(model, x, spec=spec)
+    assert result.report.capture == "symbolic_trace"
+    assert_exact(result, spec.apply(model), x)
 
 
 def test_symbolic_trace_chosen_explicitly_still_refuses_shape_control_flow() -> None:
