@@ -7,9 +7,11 @@ zoo's input size) and IR (``default``: ``torch.export.export(model, (x,))``; ``c
 (upscale, baseline): exact (max |exported - masked model| at most 1e-8 of the output's scale, and
 ``report.gathers`` equal to the graph's ``index_select`` nodes), parameters kept, gathers, narrows, export seconds.
 
-Writes a CSV (one row per model, IR, side and mode) and prints a Markdown table (one row per model and IR).
+``--models timm:FAMILY ...`` measures timm families instead (tests/timm_models.py's model and input). Writes a CSV
+(one row per model, IR, side and mode; a failure is a row with its error) and prints a Markdown table (one row per
+model and IR).
 
-    python benchmarks/core_aten.py [--models NAME ...] [--out benchmarks/results/core_aten.csv]
+    python benchmarks/core_aten.py [--models NAME|timm:FAMILY ...] [--out benchmarks/results/core_aten.csv]
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import timm_models  # noqa: E402
 import zoo_models  # noqa: E402
-from exactness import SIDES, side_mode_rows  # noqa: E402
+from exactness import SIDES, first_line, side_mode_rows  # noqa: E402
 
 from fx_upscale.tables import format_table  # noqa: E402
 
@@ -38,15 +41,29 @@ FIELDS = (
 )  # fmt: skip
 
 
+def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """A torchvision model of the zoo, or ``timm:FAMILY`` (tests/timm_models.py's model of that family)."""
+    if name.startswith("timm:"):
+        return timm_models.build(name.removeprefix("timm:"))
+    return zoo_models.build(name)
+
+
 def measure(name: str) -> list[dict]:
-    """The rows of one model: both IRs, both sides, both modes."""
-    model, x = zoo_models.build(name)
-    program = torch.export.export(model, (x,))
+    """The rows of one model: both IRs, both sides, both modes (an error row where a step fails)."""
+    model, x = build(name)
+    try:
+        program = torch.export.export(model, (x,))
+    except Exception as error:  # recorded, not hidden
+        return [{"model": name, "ir": "default", "capture": "torch.export", "error": first_line(error)}]
     rows = []
-    for ir, source in (("default", program), ("core", program.run_decompositions())):
-        ops = {str(node.target) for node in source.graph.nodes if node.op == "call_function"}
-        base = {"model": name, "ir": ir, "capture": "torch.export", "input": x.shape[-1], "distinct_ops": len(ops)}
-        rows += side_mode_rows(model, x, base, source)
+    for ir in ("default", "core"):
+        base = {"model": name, "ir": ir, "capture": "torch.export", "input": x.shape[-1]}
+        try:
+            source = program if ir == "default" else program.run_decompositions()
+            base["distinct_ops"] = len({str(n.target) for n in source.graph.nodes if n.op == "call_function"})
+            rows += side_mode_rows(model, x, base, source)
+        except Exception as error:  # recorded, not hidden
+            rows.append({**base, "error": first_line(error)})
     del model, program
     gc.collect()
     return rows
@@ -61,6 +78,10 @@ def markdown(rows: list[dict]) -> str:
     table = []
     for key in dict.fromkeys((row["model"], row["ir"]) for row in rows):
         mine = [row for row in rows if (row["model"], row["ir"]) == key]
+        if any(row.get("error") for row in mine):
+            error = next(row["error"] for row in mine if row.get("error"))
+            table.append((*key, mine[0].get("distinct_ops", ""), f"error: {error[:100]}", "", "", "", "no"))
+            continue
         get = {(row["side"], row["mode"]): row for row in mine}
         cells = []
         for side in SIDES:
@@ -74,7 +95,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="zoo models, or timm:FAMILY")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/core_aten.csv"))
     args = parser.parse_args()
     torch.set_num_threads(1)
