@@ -4,7 +4,9 @@
 norm of pretrained detection backbones) computes ``scale = w * (rv + eps).rsqrt()`` and ``shift = b - rm * scale``
 from four buffers, then ``x * scale + shift``: in the aten graph a chain of ``reshape``, ``add``, ``rsqrt``, ``mul``
 and ``sub`` whose inputs are all ``get_attr`` nodes. No channel rule maps ``rsqrt`` of a buffer, so without folding
-every channel crossing such a norm is frozen. ``symbolic_trace`` never sees these chains: it evaluates what a
+every channel crossing such a chain is frozen. (That exact chain, FrozenBatchNorm2d's, is recomposed into
+``batch_norm`` first by :mod:`fx_upscale.recompose`, so that a spec can name its buffers; folding serves every other
+such chain, a norm written differently, say.) ``symbolic_trace`` never sees these chains: it evaluates what a
 module computes from plain tensors (buffers) while tracing and records the results as constants.
 
 :func:`fold_constant_subgraphs` does the same for an aten graph: each node computed from buffers and literals only

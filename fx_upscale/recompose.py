@@ -12,7 +12,9 @@ default-IR twin (``aten.conv2d``, ``aten.batch_norm``, ``aten.layer_norm``, ``at
 which dispatches to the same kernel, so the same channel rules apply. The decomposed activations ``x * sigmoid(x)``,
 ``clamp(x + 3, 0, 6) / 6`` and ``x * clamp(x + 3, 0, 6) / 6`` become ``silu``, ``hardsigmoid`` and ``hardswish``
 (equal up to rounding): one node, so that a filter's output mask travels past it to the depthwise convolution and
-norm after it, as in the default IR. An ``expand`` read only by elementwise ops that broadcast to its shape anyway
+norm after it, as in the default IR. torchvision's ``FrozenBatchNorm2d`` (``x * scale + shift`` computed from four
+buffers on each call) becomes ``batch_norm`` over those buffers (equal up to rounding), a per-channel node whose
+buffers a spec names. An ``expand`` read only by elementwise ops that broadcast to its shape anyway
 is dropped (``F.normalize``'s ``x / norm.expand_as(x)``: the expanded norm would hold a channel axis whose size no
 rule rewrites), and so is an ``as_strided`` that views its input as itself.
 
@@ -26,8 +28,8 @@ Start reading at :func:`recompose_core_aten`.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
-from typing import Any, TypeGuard
+from collections.abc import Callable, Sequence
+from typing import Any, TypeGuard, cast
 
 import torch
 import torch.fx as fx
@@ -164,6 +166,47 @@ def _shape(node: fx.Node) -> tuple[int, ...] | None:
     return tuple(recorded.shape) if isinstance(recorded, torch.Tensor) else None
 
 
+def _frozen_batch_norm(graph: fx.Graph, node: fx.Node) -> bool:
+    """``x * scale + (b - rm * scale)`` with ``scale = w * rsqrt(rv + eps)``, each of ``w``, ``b``, ``rm``, ``rv`` an
+    attribute viewed as ``(1, -1, 1, ...)``: what torchvision's ``FrozenBatchNorm2d`` computes, as
+    ``batch_norm(x, w, b, rm, rv, training=False, eps=eps)`` (equal up to rounding; one per-channel node whose
+    buffers a spec names and the rewrite reslices)."""
+    product, shift = node.args[:2]
+    if not (_single_use(product, aten.mul.Tensor) and _single_use(shift, aten.sub.Tensor)):
+        return False
+    x, scale = product.args[:2]
+    bias, scaled_mean = (_channel_attribute(shift.args[0]), shift.args[1])
+    if not (_is_node(x) and _is_node(scale) and scale.target is aten.mul.Tensor and len(scale.users) == 2):
+        return False
+    if not _single_use(scaled_mean, aten.mul.Tensor) or scaled_mean.args[1] is not scale:
+        return False
+    mean, weight = _channel_attribute(scaled_mean.args[0]), _channel_attribute(scale.args[0])
+    root = scale.args[1]
+    if not _single_use(root, aten.rsqrt.default) or not _single_use(root.args[0], aten.add.Tensor):
+        return False
+    var, eps = _channel_attribute(root.args[0].args[0]), root.args[0].args[1]
+    if None in (weight, bias, mean, var) or not isinstance(eps, float):
+        return False
+    _replace(graph, node, aten.batch_norm.default, (x, weight, bias, mean, var, False, 0.0, eps, False))
+    return True
+
+
+def _channel_attribute(value: object) -> fx.Node | None:
+    """``a`` if ``value`` is ``a.reshape(1, -1, 1, ...)`` (or a view) of a 1-D attribute ``a``, read by it alone."""
+    if not _single_use(value, aten.reshape.default, aten.view.default):
+        return None
+    attribute, sizes = value.args[0], list(cast(Sequence[Any], value.args[1]))
+    if not _is_node(attribute) or attribute.op != "get_attr" or _rank(attribute) != 1:
+        return None
+    if sizes[:2] != [1, -1] or any(size != 1 for size in sizes[2:]):
+        return None
+    return attribute
+
+
+def _is_node(value: object) -> TypeGuard[fx.Node]:
+    return isinstance(value, fx.Node)
+
+
 def _silu(graph: fx.Graph, node: fx.Node) -> bool:
     """``mul(x, sigmoid(x))``: ``silu(x)``."""
     args: tuple[Any, ...] = tuple(node.args)
@@ -271,6 +314,7 @@ REWRITES: dict[object, Callable[[fx.Graph, fx.Node], bool]] = {
     aten.addmm.default: _addmm,
     aten.mm.default: _mm,
     **{target: _max_pool for target in MAX_POOL},
+    aten.add.Tensor: _frozen_batch_norm,
     aten.mul.Tensor: _silu,
     aten.div.Tensor: _hard_activation,
     aten.as_strided.default: _as_strided,

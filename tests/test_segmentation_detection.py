@@ -7,12 +7,11 @@ ends; FrozenBatchNorm2d's handler (``symbolic_trace``) and the folding of attrib
   ``report.gathers`` gathers, upscale never gathers more than baseline, and parameters are removed. By default only
   LR-ASPP (segmentation) and the FPN backbone of Faster R-CNN MobileNetV3-320 run; the rest are marked slow.
 - An output mask reaches past a FrozenBatchNorm2d: a spec names its weight buffer, and masking zeroes its weight and
-  bias there. ``mask()`` masks them where it sees the norm, in ``symbolic_trace``'s graph; in ``torch.export``'s the
-  norm is folded into constants, a masked filter becomes the norm's shift and stays, and models whose every masked
-  filter feeds one (the ResNet segmentation models with frozen norms) keep all their parameters on the output side,
-  exactly (:data:`FROZEN_OUTPUT_KEEPS_ALL`).
-- ``torch.export`` graphs of FrozenBatchNorm2d models hold no ``rsqrt``: each norm's scale and shift are folded into
-  buffers (``fx_upscale/folding.py``) before the analysis, so its channels are pruned as through ``symbolic_trace``.
+  bias there; ``mask()`` masks them through either front end.
+- ``torch.export`` graphs of FrozenBatchNorm2d models hold no ``rsqrt``: each norm's arithmetic is recomposed into
+  ``batch_norm`` over its own buffers (``fx_upscale/recompose.py``) before the analysis, so its channels are pruned
+  as through ``symbolic_trace``. Folding attribute-only subgraphs (``fx_upscale/folding.py``) is tested on the
+  norm's graph as ``torch.export`` gives it.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from fx_upscale.ops.frozen_batch_norm import FrozenBatchNorm, FrozenBatchNormHan
 CAPTURES = ("symbolic_trace", "torch.export")
 SIDES = ("input", "output")
 FAST = ("lraspp_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn")
-FROZEN_OUTPUT_KEEPS_ALL = ("deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101")
 X = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
 
@@ -58,10 +56,7 @@ def test_model_exports_exactly_and_shrinks(name: str, norm: str, capture: str) -
         where = f"side {side}, mode {mode}"
         if norm == "frozen" and capture == "torch.export":  # every FrozenBatchNorm2d folded to a scale, a shift
             assert torch.ops.aten.rsqrt.default not in {n.target for n in result.module.graph.nodes}, where
-        if norm == "frozen" and side == "output" and name in FROZEN_OUTPUT_KEEPS_ALL and capture == "torch.export":
-            assert result.report.params_after == result.report.params_before, where
-        else:
-            assert result.report.params_after < result.report.params_before, where
+        assert result.report.params_after < result.report.params_before, where
         reports[side, mode] = result.report
     for side in SIDES:
         assert reports[side, "upscale"].gathers <= reports[side, "baseline"].gathers, side
@@ -118,45 +113,44 @@ def test_frozen_batchnorm_buffers_follow_the_kept_channels(capture: str) -> None
     assert_relatively_exact(result.module, spec.apply(model)(X), X, rtol=1e-12)
     assert result.module.get_parameter("conv1.weight").shape[0] == 5  # its only reader drops 3 columns
     assert result.module.get_parameter("conv2.weight").shape == (5, 5, 3, 3)
+    assert {tuple(b.shape) for b in result.module.get_submodule("bn1").buffers()} == {(5,)}
+    assert {tuple(b.shape) for b in result.module.get_submodule("bn2").buffers()} == {(5,)}
     if capture == "symbolic_trace":
         assert isinstance(result.module.get_submodule("bn1"), FrozenBatchNorm2d)
-        assert {tuple(b.shape) for b in result.module.get_submodule("bn1").buffers()} == {(5,)}
-        assert {tuple(b.shape) for b in result.module.get_submodule("bn2").buffers()} == {(5,)}
-    else:  # its scale and shift, folded into buffers, resliced with the channels
-        folded = {n: tuple(b.shape) for n, b in result.module.named_buffers() if FOLDED_PREFIX in n}
-        assert sorted(folded.values()) == [(1, 5, 1, 1)] * 4, folded
+    else:  # recomposed: one batch_norm per norm, over its own buffers
+        norms = [n for n in result.module.graph.nodes if n.target is torch.ops.aten.batch_norm.default]
+        assert [str(n.args[1].target) for n in norms] == ["bn1.weight", "bn2.weight"]
 
 
-def test_a_frozen_batchnorm_channel_is_zero_where_its_shift_is() -> None:
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_a_frozen_batchnorm_channel_is_zero_where_its_shift_is(capture: str) -> None:
     """conv1's filters 2 and 3 masked: after bn1, channel 2 (shift 0) is zero and is removed; channel 3 is the
-    shift, read by conv2: kept. (In a ``torch.export`` graph the folded shift is an attribute, whose zero entries
-    the channel analysis does not look at: both channels stay there, exactly.)"""
+    shift, read by conv2: kept."""
     model = frozen_net()
     spec = fx_upscale.PruneSpec(outputs={"conv1.weight": [2, 3]})
-    result = fx_upscale.export(model, X, spec=spec, capture="symbolic_trace")
+    result = fx_upscale.export(model, X, spec=spec, capture=capture)
     assert_relatively_exact(result.module, spec.apply(model)(X), X, rtol=1e-12)
     assert result.module.get_parameter("conv1.weight").shape[0] == 7
     assert result.module.get_parameter("conv2.weight").shape[1] == 7
 
 
-def test_an_output_mask_carries_through_a_frozen_batchnorm() -> None:
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_an_output_mask_carries_through_a_frozen_batchnorm(capture: str) -> None:
     """mask() names bn1's weight buffer with conv1's filters; the spec zeroes its weight and bias there, so the
-    channels are zero after the norm and go, through either front end (in torch.export's graph the norm's folded
-    scale and shift are computed from the masked buffers)."""
+    channels are zero after the norm and go, through either front end."""
     model = frozen_net()
-    spec = fx_upscale.mask(model, X, amount=0.4, side="output", capture="symbolic_trace")
+    spec = fx_upscale.mask(model, X, amount=0.4, side="output", capture=capture)
+    assert spec == fx_upscale.mask(model, X, amount=0.4, side="output", capture="symbolic_trace")
     assert set(spec.outputs) == {"conv1.weight", "bn1.weight", "conv2.weight", "bn2.weight"}
     assert spec.outputs["bn1.weight"] == spec.outputs["conv1.weight"]
     masked = spec.apply(model)
     rows = sorted(spec.outputs["bn1.weight"])
     assert not masked.bn1.weight[rows].any() and not masked.bn1.bias[rows].any()
     assert masked.bn1.running_mean[rows].any()  # the statistics stay: scale and shift are zero without them
-    for capture in CAPTURES:
-        result = fx_upscale.export(model, X, spec=spec, capture=capture)
-        assert_relatively_exact(result.module, masked(X), X, rtol=1e-12)
-        assert result.module.get_parameter("conv1.weight").shape[0] == 8 - len(rows), capture
-        if capture == "symbolic_trace":
-            assert {tuple(b.shape) for b in result.module.get_submodule("bn1").buffers()} == {(8 - len(rows),)}
+    result = fx_upscale.export(model, X, spec=spec, capture=capture)
+    assert_relatively_exact(result.module, masked(X), X, rtol=1e-12)
+    assert result.module.get_parameter("conv1.weight").shape[0] == 8 - len(rows)
+    assert {tuple(b.shape) for b in result.module.get_submodule("bn1").buffers()} == {(8 - len(rows),)}
 
 
 def test_a_spec_names_a_frozen_batchnorm_by_its_weight_buffer() -> None:

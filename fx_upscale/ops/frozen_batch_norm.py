@@ -10,15 +10,14 @@ is zero, or where ``scale[c] == 0`` and ``shift[c] == 0`` whatever the input.
 - ``symbolic_trace``: the module is traced as a leaf (the route registers it), so one ``call_module`` node holds
   it, and :class:`FrozenBatchNormHandler` owns it.
 - ``torch.export``: its aten graph computes ``scale`` and ``shift`` from ``get_attr`` buffers on every call;
-  :func:`fx_upscale.folding.fold_constant_subgraphs` folds them into two buffers, which the elementwise handler ties
-  to the channels (``mul``, ``add``) and the reorder pass reslices: no handler of this module is involved.
+  :mod:`fx_upscale.recompose` rewrites that arithmetic into ``aten.batch_norm`` over the four buffers (equal up to
+  rounding), which the per-channel handler owns: no handler of this module is involved.
 
 ``mask()`` carries an output mask through it: a :class:`~fx_upscale.PruneSpec` names its ``weight`` buffer like a
 BatchNorm's weight parameter (:func:`fx_upscale.spec.nameable_tensors`), and masking channel ``c`` zeroes
 ``weight[c]`` and ``bias[c]``, so ``scale[c] == shift[c] == 0`` and the channel is zero after the norm (without it,
-a masked filter would become ``shift[c]`` and stay). In a ``torch.export`` graph the norm is folded into constants
-computed from the masked buffers: a spec naming them is applied, but ``mask()`` sees no norm there to mask. torchvision
-is optional: without it, :func:`add_routes` adds nothing.
+a masked filter would become ``shift[c]`` and stay); in a ``torch.export`` graph the recomposed ``batch_norm`` carries
+it the same way. torchvision is optional: without it, :func:`add_routes` adds nothing.
 
 Start reading at :class:`FrozenBatchNormHandler`.
 """
