@@ -149,7 +149,7 @@ def check_output_channels(spec: PruneSpec, analysis: ChannelAnalysis) -> None:
 def check_spec_is_read(spec: PruneSpec, analysis: ChannelAnalysis, folded: frozenset[str] = frozenset()) -> None:
     """Raise :class:`SpecError` if ``spec`` names a weight no layer fx_upscale recognises prunes through: its
     channels would silently stay (a layer behind an op no handler maps, a graph whose layers are barriers). The
-    buffers ``folded`` into constants (a frozen norm's, in a ``torch.export`` graph) are read through them."""
+    buffers ``folded`` into constants (in a ``torch.export`` graph) are read through them."""
     inputs, outputs = set(), set(folded)
     for name, role in analysis.roles.items():
         weights = producer_weights(role)

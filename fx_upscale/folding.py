@@ -179,7 +179,7 @@ def _delete_unread_buffers(gm: fx.GraphModule, candidates: set[str]) -> set[str]
 
 
 def folded_sources(gm: fx.GraphModule) -> frozenset[str]:
-    """The buffers :func:`fold_constant_subgraphs` folded into constants of ``gm`` (a ``FrozenBatchNorm2d``'s
-    ``weight``, ``bias``, ``running_mean`` and ``running_var``): what a spec named in them is in the folded
-    values."""
+    """The buffers :func:`fold_constant_subgraphs` folded into constants of ``gm`` (a norm's affine buffers and
+    statistics, written otherwise than FrozenBatchNorm2d, whose arithmetic :mod:`fx_upscale.recompose` turns into
+    ``batch_norm`` first): what a spec named in them is in the folded values."""
     return frozenset(gm.meta.get(FOLDED_SOURCES, frozenset()))

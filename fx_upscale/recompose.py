@@ -34,6 +34,8 @@ from typing import Any, TypeGuard, cast
 import torch
 import torch.fx as fx
 
+from .ops.base import owner_module
+
 aten = torch.ops.aten
 
 CONVOLUTION = {1: aten.conv1d.default, 2: aten.conv2d.default, 3: aten.conv3d.default}
@@ -292,15 +294,10 @@ def _rank(value: object) -> int:
     if not isinstance(value, fx.Node):
         return -1
     recorded = value.meta.get("val")
-    if not isinstance(recorded, torch.Tensor) and value.op == "get_attr" and value.graph.owning_module is not None:
-        recorded = _attribute(value.graph.owning_module, str(value.target))
+    if not isinstance(recorded, torch.Tensor) and value.op == "get_attr":
+        owner, _, leaf = str(value.target).rpartition(".")
+        recorded = getattr(owner_module(value, owner), leaf, None)
     return recorded.dim() if isinstance(recorded, torch.Tensor) else -1
-
-
-def _attribute(module: torch.nn.Module, target: str) -> object:
-    for part in target.split("."):
-        module = getattr(module, part, None)  # type: ignore[assignment]
-    return module
 
 
 def _padded(args: tuple, length: int) -> tuple:

@@ -206,10 +206,11 @@ def weight_axes(model: nn.Module, name: str) -> tuple[int, int]:
 
 
 def _read_as_transposed(graph_module: fx.GraphModule, name: str) -> bool:
-    for node in graph_module.graph.nodes:
-        if node.op == "get_attr" and node.target == name:
-            return any(user.target in _TRANSPOSED_OPS and user.args[1:2] == (node,) for user in node.users)
-    return False
+    return any(
+        user.target in _TRANSPOSED_OPS and user.args[1:2] == (node,)
+        for node in graph_module.graph.find_nodes(op="get_attr", target=name)
+        for user in node.users
+    )
 
 
 def _sibling_bias(params: Mapping[str, torch.Tensor], weight_name: str) -> torch.Tensor | None:

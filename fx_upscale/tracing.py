@@ -96,7 +96,7 @@ def capture_model(
     gm = captured.graph_module
     if captured.capture == "torch.export" or _mode_is_fixed(gm):
         recompose_core_aten(gm)  # run_decompositions()'s aten.convolution, addmm ... into the default IR's ops
-        fold_constant_subgraphs(gm)  # attribute-only subgraphs (FrozenBatchNorm2d's scale and shift) to buffers
+        fold_constant_subgraphs(gm)  # attribute-only subgraphs (a norm's scale and shift computed per call) to buffers
     gm.eval()
     if gm.graph.eliminate_dead_code():
         gm.recompile()

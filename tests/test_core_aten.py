@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import zoo_models
-from support import assert_exact, assert_relatively_exact, gathers_in_graph
+from support import assert_exact, assert_relatively_exact, gathers_in_graph, randomize_batchnorm
 from torch import nn
 
 import fx_upscale
@@ -75,10 +75,7 @@ class CoreNet(nn.Module):
 
 def core_net() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
-    model = CoreNet().double().eval()
-    with torch.no_grad():
-        model.bn1.running_mean.uniform_(-0.5, 0.5)
-        model.bn1.running_var.uniform_(0.5, 2.0)
+    model = randomize_batchnorm(CoreNet()).double().eval()
     return model, torch.randn(2, 3, 8, 8, dtype=torch.float64)
 
 

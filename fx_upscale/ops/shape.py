@@ -327,9 +327,10 @@ class ReduceHandler(OpHandler[Reduce]):
         source = walk.layouts.get(role.data)
         if source is None:
             return None
-        reduction = channel_reduction(node, role.data, source.axis, role.order)
-        if source.axis in role.dims and reduction is not None:
-            return walk.reassign(node, reduction)
+        if source.axis in role.dims:
+            reduction = channel_reduction(node, role.data, source.axis, role.order)
+            if reduction is not None:
+                return walk.reassign(node, reduction)
         if source.axis in role.dims or source.repeat != 1:
             return False
         axis = source.axis if role.keepdim else source.axis - sum(d < source.axis for d in role.dims)
