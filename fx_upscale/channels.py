@@ -92,6 +92,9 @@ class ChannelWalk:
         self.reads: list[Read] = []
         self.barriers: dict[str, str] = {}
         self.splits: dict[str, tuple[Any, Layout, tuple[bool, ...]]] = {}  # split node -> its source's channels
+        # node -> (axis, zeros per index along it): its channels hold parts along another axis, each with its own
+        # zeros (attention's query, key and value parts of one head); unbind / select of that axis reads them
+        self.parts: dict[str, tuple[int, tuple[tuple[bool, ...], ...]]] = {}
         self.tied = UnionFind()
 
     def result(self) -> ChannelAnalysis:

@@ -31,6 +31,8 @@ from torch import nn
 import fx_upscale
 from fx_upscale.channels import ChannelAnalysis, ChannelWalk, analyse_channels
 from fx_upscale.ops import (
+    Attention,
+    BatchedMatmul,
     Carry,
     Concat,
     Elementwise,
@@ -54,10 +56,13 @@ from fx_upscale.ops import (
     Reduce,
     Reshape,
     RewriteContext,
+    Select,
     Slice,
+    Softmax,
     Source,
     Split,
     SplitPiece,
+    Unbind,
     Unknown,
     Updates,
     Weighted,
@@ -161,6 +166,23 @@ def layernorm(features: int, masked: tuple[int, ...] = ()) -> nn.LayerNorm:
 
 def image(channels: int = 3, size: int = 2) -> tuple[int, ...]:
     return (2, channels, size, size)
+
+
+def _attention(s: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm's attention: qkv split into (3, heads, head_dim), unbind, fused attention, heads merged back by a reshape
+    whose channel size is a literal beside computed ones."""
+    b, n, _ = x.shape
+    q, k, v = s.qkv(x).reshape(b, n, 3, 2, 2).permute(2, 0, 3, 1, 4).unbind(0)
+    y = F.scaled_dot_product_attention(q, k, v)
+    return s.proj(y.transpose(1, 2).reshape(b, n, 4))
+
+
+def _attention_manual(s: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The unfused form: parts selected by index, batched matmuls and a softmax over the keys."""
+    qkv = s.qkv(x).reshape(2, 3, 3, 2, 2).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = (q * 0.5 @ k.transpose(-2, -1)).softmax(dim=-1)
+    return s.proj((attn @ v).transpose(1, 2).reshape(2, 3, -1))
 
 
 def _norm_tokens(s: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -401,6 +423,11 @@ MODELS: dict[str, Callable[[], Case]] = {
             conv3=conv(6, 4)),
         image(),
     ),
+    # two heads of two features; the value's second head (qkv rows 10 and 11) is masked
+    "attention": lambda: Case(Net(_attention, qkv=linear(4, 12, rows=(10, 11)), proj=linear(4, 4)), (2, 3, 4)),
+    "attention_manual": lambda: Case(
+        Net(_attention_manual, qkv=linear(4, 12, rows=(10, 11)), proj=linear(4, 4)), (2, 3, 4)
+    ),
     # a linear layer over the flattened pixels (tokens) of conv1's channels: each channel on its own
     "token_mixing": lambda: Case(
         Net(lambda s, x: s.head(s.tokens(s.conv1(x).flatten(2)).mean(2)), conv1=conv(3, 6, rows=(1, 3)),
@@ -619,6 +646,11 @@ NEEDS: dict[type, set[str]] = {
     ChannelReduction: {"propagate", "rewrite", "masking"},
     Strided: {"propagate", "masking"},
     Normalize: {"propagate", "masking"},
+    Attention: {"propagate"},
+    BatchedMatmul: {"propagate"},
+    Softmax: {"propagate"},
+    Unbind: {"propagate"},
+    Select: {"propagate"},
 }
 # Roles no route produces: another handler's ``recognise`` returns them (getitem of a split, a grouped conv, a
 # view that is not a flatten) or its ``propagate`` reassigns (a linear layer over tokens), so their handlers
@@ -929,6 +961,15 @@ RECOGNITION = [
     pytest.param("add_attr", "offset", GetAttr(), id="get-attr"),
     pytest.param("conv", "output", Output(), id="output"),
     pytest.param("cumsum", "cumsum", Unknown("no handler for this function"), id="torch.cumsum-unknown"),
+    pytest.param("attention", "unbind", Unbind(data="permute", dim=0), id="unbind-method"),
+    pytest.param("attention_manual", "getitem_2", Select(data="permute", dim=0, index=2), id="getitem-one-index"),
+    pytest.param(
+        "attention", "scaled_dot_product_attention",
+        Attention(query="getitem_3", key="getitem_4", value="getitem_5", mask=None, grouped=False),
+        id="F.scaled_dot_product_attention",
+    ),
+    pytest.param("attention_manual", "matmul", BatchedMatmul(left="mul", right="transpose"), id="matmul-operator"),
+    pytest.param("attention_manual", "softmax", Softmax(data="matmul", dim=3), id="softmax-method"),
 ]  # fmt: skip
 
 
@@ -1068,6 +1109,32 @@ CHANNEL_RULES = [
         "functional_layernorm", "layer_norm",
         Rule(axis=1, classes=("fc1",), zeros="001000", reads={"fc1": "consumer:111111"}), id="F.layer_norm",
     ),
+    # attention: every channel of a head (query, key and value parts) tied into one class, one channel per head on
+    # the heads axis; the value's head 1 is zero (qkv rows 10, 11), so is the attention's, not the query's
+    pytest.param(
+        "attention", "reshape", Rule(axis=3, classes=(("qkv", (0, 2)),), tied=("getitem_3",), zeros="00"),
+        id="reshape-into-heads",
+    ),
+    pytest.param("attention", "getitem_5", Rule(axis=1, classes=(("qkv", (8, 10)),), zeros="01"), id="unbind-value"),
+    pytest.param("attention", "getitem_3", Rule(axis=1, classes=(("qkv", (0, 2)),), zeros="00"), id="unbind-query"),
+    pytest.param(
+        "attention", "scaled_dot_product_attention", Rule(axis=1, classes=(("qkv", (4, 6)),), zeros="01"),
+        id="attention-zero-where-the-value-is",
+    ),
+    pytest.param(
+        "attention", "reshape_1", Rule(axis=2, classes=(("qkv", (8, 10)),), repeat=2, zeros="01"),
+        id="heads-merged-back",
+    ),
+    pytest.param("attention", "proj", Rule(fresh=True, axis=2, zeros="0000", reads={"reshape_1": "consumer:10"}),
+                 id="projection-needs-the-nonzero-head"),
+    pytest.param("attention_manual", "getitem_2", Rule(axis=1, classes=(("qkv", (0, 2)),), zeros="01"),
+                 id="select-value"),
+    pytest.param("attention_manual", "matmul", Rule(axis=1, classes=(("qkv", (0, 2)),), zeros="00"),
+                 id="matmul-batch-channels"),
+    pytest.param("attention_manual", "softmax", Rule(axis=1, classes=(("qkv", (0, 2)),), zeros="00"),
+                 id="softmax-over-keys"),
+    pytest.param("attention_manual", "matmul_1", Rule(axis=1, classes=(("qkv", (0, 2)),), zeros="01"),
+                 id="matmul-zero-where-an-operand-is"),
     # Pointwise: ids kept; zeros kept only if f(0) == 0
     pytest.param("conv", "act", Rule(axis=1, classes=("conv1",), zeros="010100"), id="relu-keeps-zero"),
     pytest.param("sigmoid", "sigmoid", Rule(axis=1, classes=("conv1",), zeros="000000"), id="sigmoid-does-not"),
@@ -1389,6 +1456,19 @@ REWRITES = [
         id="view-literal-size-recounted",
     ),
     pytest.param("flatten_view", "view", [], {}, [], id="view-computed-size-unchanged"),
+    # the value's head 1 is zero: head 1 goes, so the head count and the merged width (a literal beside computed
+    # sizes) shrink
+    pytest.param(
+        "attention", "reshape", [], {}, [ArgUpdate(node="reshape", index=4, keyword="", value=1)],
+        id="heads-count-recounted",
+    ),
+    pytest.param(
+        "attention", "reshape_1", [], {}, [ArgUpdate(node="reshape_1", index=3, keyword="", value=2)],
+        id="merged-heads-literal-recounted",
+    ),
+    pytest.param(
+        "attention_manual", "reshape_1", [], {}, [], id="merged-heads-minus-one-unchanged",
+    ),
     # Flatten: a linear layer after it keeps `repeat` columns per kept channel
     pytest.param(
         "flatten", "fc", [kept("fc.weight", 1, (0, 1, 2, 3, 8, 9, 10, 11), 16)],

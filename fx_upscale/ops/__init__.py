@@ -4,7 +4,9 @@
 - ``table.py``: :class:`HandlerTable`, targets and roles to handlers; :func:`default_handlers`.
 - the families: ``weighted.py`` (conv, linear, grouped conv), ``norm.py`` (BatchNorm, depthwise conv, registered
   per-channel modules, LayerNorm), ``pointwise.py``, ``prelu.py``, ``elementwise.py`` (add/sub/mul/div, cat),
-  ``split.py`` (split, chunk, narrow, slicing, strided slicing), ``shape.py`` (flatten, reshape, permute, reductions),
+  ``split.py`` (split, chunk, narrow, slicing, strided slicing, unbind, select), ``shape.py`` (flatten, reshape, a
+  split into attention heads, permute, reductions), ``attention.py`` (scaled-dot-product attention, batched matmul,
+  softmax: heads kept or removed whole),
   ``structural.py`` (graph inputs and output, attributes, shape queries, barriers); ``resize.py`` (interpolate,
   upsample), ``pad.py`` (F.pad and padding modules), ``pixel_shuffle.py`` (pixel shuffle and unshuffle),
   ``instance_norm.py``, ``group_norm.py`` (whole groups with ``GroupNormHandler(whole_groups=True)``),
@@ -21,6 +23,7 @@ handler for a custom module into a table of one's own.
 
 from __future__ import annotations
 
+from .attention import Attention, BatchedMatmul, Softmax
 from .base import (
     Carry,
     Context,
@@ -49,13 +52,18 @@ from .pointwise import Pointwise
 from .prelu import PReLU
 from .resize import Resize
 from .shape import Flatten, Permute, Reduce, Reshape
-from .split import Slice, Split, SplitPiece, Strided
+from .split import Select, Slice, Split, SplitPiece, Strided, Unbind
 from .structural import GetAttr, Metadata, Output, Source, Unknown
 from .table import HandlerTable, default_handlers
 from .token_mixing import TokenMixing
 from .weighted import Grouped, Weighted, producer_weights
 
 __all__ = [
+    "Attention",
+    "BatchedMatmul",
+    "Select",
+    "Softmax",
+    "Unbind",
     "Carry",
     "ChannelReduction",
     "Concat",

@@ -36,6 +36,7 @@ from .base import (
     tensor_name,
 )
 from .structural import Unknown
+from .token_mixing import TokenMixing
 
 if TYPE_CHECKING:
     from ..channels import ChannelWalk
@@ -219,7 +220,12 @@ class LayerNormHandler(OpHandler[LayerNorm]):
         weight, bias = tensor_name(module, name, "weight"), tensor_name(module, name, "bias")
         return LayerNorm(data=source, weight=weight, bias=bias, module=name)
 
-    def propagate(self, walk: ChannelWalk, node: fx.Node, role: LayerNorm) -> bool:
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: LayerNorm) -> bool | None:
+        known = walk.layouts.get(role.data)
+        if known is not None and not known.split and known.repeat == 1 and known.axis != len(shape(node)) - 1:
+            # over another axis than the channels' (a query/key norm over each head's features): each channel on
+            # its own, its weight over that axis never resliced
+            return walk.reassign(node, TokenMixing(data=role.data, bias=role.bias))
         source = walk.layout_on(role.data, -1)
         if source is None or source.repeat != 1 or source.axis != len(shape(node)) - 1:
             return False

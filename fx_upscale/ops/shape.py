@@ -24,7 +24,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..layouts import Layout
-from .base import Context, OpHandler, RewriteContext, Updates, arg, data_name, is_get_attr, shape
+from .base import Context, OpHandler, RewriteContext, Updates, arg, data_name, is_get_attr, is_tensor, shape, traced_int
 from .channel_reduction import VECTOR_NORM, channel_reduction, norm_order
 from .structural import Unknown
 
@@ -44,7 +44,7 @@ RESHAPES_AS = ("view_as", "reshape_as", torch.ops.aten.view_as.default, torch.op
 class Flatten:
     data: str
     start_dim: int
-    constant: bool = False  # a view/reshape whose flattened size is a literal: pruning what it merges breaks it
+    constant: bool = False  # a view/reshape whose sizes are keywords: they cannot be rewritten for the kept channels
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +70,20 @@ class Reshape:
             if math.prod(self.after[:k]) == leading and self.after[k] * self.after[k + 1] == self.before[axis]:
                 if self.after[k] > 1 and k + 1 not in self.constant_axes:
                     return k
+        return None
+
+    def heads_axis(self, axis: int) -> int | None:
+        """The heads axis where input axis ``axis`` is split into two or three output axes, ``(heads, head_dim)``
+        or ``(3, heads, head_dim)``, the axes after it unchanged: the second-last of those axes."""
+        leading, trailing = math.prod(self.before[:axis]), self.before[axis + 1 :]
+        for k in range(len(self.after)):
+            if math.prod(self.after[:k]) != leading:
+                continue
+            for count in (2, 3):
+                parts = self.after[k : k + count]
+                whole = len(parts) == count and math.prod(parts) == self.before[axis]
+                if whole and self.after[k + count :] == trailing:
+                    return k + count - 2 if parts[-2] > 1 and parts[-1] > 1 else None
         return None
 
     def merged_axis(self, axis: int) -> int | None:
@@ -131,8 +145,8 @@ class FlattenHandler(OpHandler[Flatten]):
         before = shape(walk.nodes[role.data])
         if any(size != 1 for size in before[role.start_dim : source.axis]):
             return False  # axes of more than one entry before the channel axis: each channel scattered
-        if role.constant and role.start_dim <= source.axis:  # only a computed size (-1, x.size(...)) follows
-            walk.barrier(node, "a view/reshape to a constant size merges the channel axis")
+        if role.constant and role.start_dim <= source.axis:  # its sizes cannot be rewritten for the kept channels
+            walk.barrier(node, "a view/reshape with keyword sizes merges the channel axis")
             return None
         axis, repeat = source.axis, source.repeat
         if role.start_dim <= source.axis:  # (1, 1, C, ...) flattened: each channel still one run of entries
@@ -163,7 +177,7 @@ def _recognise_reshape(node: fx.Node) -> Flatten | Reshape | Unknown:
         constant = literal if any(isinstance(size, fx.Node) for size in sizes) else frozenset()
     start = len(after) - 1
     if before[:start] == after[:start] and math.prod(before[start:]) == after[-1]:
-        return Flatten(data=data.name, start_dim=start, constant=start in constant)
+        return Flatten(data=data.name, start_dim=start, constant=sizes is None or len(sizes) != len(after))
     return Reshape(data=data.name, before=tuple(before), after=tuple(after), constant_axes=constant)
 
 
@@ -184,24 +198,44 @@ def _packed_sizes(node: fx.Node) -> list[Any] | tuple[Any, ...] | None:
 
 
 def _rewrite_literal_size(name: str, data: str, context: RewriteContext, updates: Updates) -> None:
-    """Set the literal size of the axis carrying the channels of ``name``'s output to what the kept channels need:
-    the axis's share of each channel times the kept channels (for channels split into (groups, per group): the
-    per-group axis, a ``groups``-th of them)."""
-    kept, layout = context.physical.get(data), context.analysis.layouts.get(name)
-    node = context.analysis.nodes[name]
+    """Set the size of the axis carrying the channels of ``name``'s output to what the kept channels need: the
+    axis's share of each channel times the kept channels (for channels split into (groups, per group): the
+    per-group axis, a ``groups``-th of them). A literal is rewritten; so is a size computed from another tensor's
+    shape (attention's ``reshape(B, N, C)`` with ``C`` the block input's width), as a constant; one computed from
+    the reshaped tensor itself (``-1``, ``x.size(1) // 2``) follows it by itself."""
+    kept = context.physical.get(name, context.physical.get(data))
+    layout, node = context.analysis.layouts.get(name), context.analysis.nodes[name]
     sizes = _sizes(node) if node.target in RESHAPES else None  # flatten's and reshape_as's arguments are no sizes
     if kept is None or layout is None or sizes is None:
         return
     axis = layout.axis + 1 if layout.split else layout.axis
-    if axis >= len(sizes) or not isinstance(sizes[axis], int) or sizes[axis] == -1:
-        return  # computed in the graph: it follows the pruned tensor
-    per_channel = sizes[axis] * (layout.split or 1) // len(layout.ids)
+    size = traced_int(sizes[axis]) if axis < len(sizes) else None
+    if size is None or size == -1 or _follows(sizes[axis], node.args[0]):
+        return
+    per_channel, computed = size * (layout.split or 1) // len(layout.ids), sizes[axis]
     sizes[axis] = per_channel * len(kept) // (layout.split or 1)
+    if isinstance(computed, fx.Node) and sizes[axis] == size:
+        return  # a computed size that needs no change
     packed = _packed_sizes(node)
     if packed is not None:
         updates.arg(name, 1, "size", type(packed)(sizes))
     else:
         updates.arg(name, 1 + axis, "", sizes[axis])
+
+
+def _follows(size: Any, data: Any) -> bool:
+    """Whether ``size`` is computed from ``data``'s shape (so it follows ``data`` when ``data`` is pruned): the shape
+    arithmetic behind it, up to the tensors whose shapes it reads, reaches ``data``."""
+    pending, seen = [size], set()
+    while pending:
+        value = pending.pop()
+        if value is data:
+            return True
+        if not isinstance(value, fx.Node) or value in seen or is_tensor(value):
+            continue
+        seen.add(value)
+        pending.extend(value.all_input_nodes)
+    return False
 
 
 class ReshapeHandler(OpHandler[Reshape]):
@@ -221,9 +255,11 @@ class ReshapeHandler(OpHandler[Reshape]):
             _reshape_as(walk, node, role, source)
         elif whole and (axis := role.channel_axis_after(source.axis)) is not None:
             walk.set_output(node, Layout(axis, source.ids), zeros)
-        elif whole and (axis := role.split_axis(source.axis)) is not None:
+        elif whole and (axis := role.split_axis(source.axis)) is not None and _shuffled(walk, node, axis):
             _tie_ranks(walk, source.ids, role.after[axis])
             walk.set_output(node, Layout(axis, source.ids, split=role.after[axis]), zeros)
+        elif whole and _sizes(node) is not None and (axis := role.heads_axis(source.axis)) is not None:
+            _split_heads(walk, node, source, zeros, axis)
         elif source.split and (axis := role.merged_axis(source.axis)) is not None:
             walk.set_output(node, Layout(axis, source.ids), zeros)
         else:
@@ -252,6 +288,40 @@ def _reshape_as(walk: ChannelWalk, node: fx.Node, role: Reshape, source: Layout)
         walk.barrier(node, "reshape_as a tensor that does not carry the same channels on the same axis")
         return
     walk.tie(node, [Layout(axis, source.ids), like], axis, walk.zeros[role.data])
+
+
+def _shuffled(walk: ChannelWalk, node: fx.Node, axis: int) -> bool:
+    """Whether a reshape splitting the channels into axes ``axis`` (groups) and ``axis + 1`` is the first step of a
+    channel shuffle: a user transposes those two axes. Otherwise the split is into heads (``_split_heads``)."""
+    swap = list(range(len(shape(node))))
+    swap[axis], swap[axis + 1] = axis + 1, axis
+    for user in node.users:
+        role = walk.handlers.classify(user, walk.context)
+        if isinstance(role, Permute) and list(role.dims) == swap:
+            return True
+    return False
+
+
+def _split_heads(walk: ChannelWalk, node: fx.Node, source: Layout, zeros: tuple[bool, ...], axis: int) -> None:
+    """Channels split into ``(heads, head_dim)`` or ``(3, heads, head_dim)`` (attention's query, key and value
+    heads): every channel of one head, in every part, is tied into one class, so heads are kept or removed whole.
+    The output carries one channel per head on the heads axis."""
+    heads, head_dim = shape(node)[axis : axis + 2]
+    members: list[list[int]] = [[] for _ in range(heads)]
+    for position in range(len(source.ids)):
+        members[position // head_dim % heads].append(position)
+    for positions in members:
+        for p in positions[1:]:
+            walk.tied.union(source.ids[positions[0]], source.ids[p])
+    ids = tuple(source.ids[positions[0]] for positions in members)
+    walk.set_output(node, Layout(axis, ids), tuple(all(zeros[p] for p in positions) for positions in members))
+    parts = len(source.ids) // (heads * head_dim)
+    if parts > 1:  # (3, heads, head_dim): the zeros of query, key and value heads, for unbind / select to read
+        part = heads * head_dim
+        walk.parts[node.name] = (axis - 1, tuple(
+            tuple(all(zeros[k * part + h * head_dim : k * part + (h + 1) * head_dim]) for h in range(heads))
+            for k in range(parts)
+        ))  # fmt: skip
 
 
 def _tie_ranks(walk: ChannelWalk, ids: tuple[int, ...], groups: int) -> None:
@@ -294,6 +364,9 @@ class PermuteHandler(OpHandler[Permute]):
             return False
         if not source.split:
             walk.set_output(node, Layout(role.dims.index(source.axis), source.ids), walk.zeros[role.data])
+            if role.data in walk.parts:  # parts along another axis move with it
+                part_axis, part_zeros = walk.parts[role.data]
+                walk.parts[node.name] = (role.dims.index(part_axis), part_zeros)
             return None
         swap = list(range(len(role.dims)))
         swap[source.axis], swap[source.axis + 1] = source.axis + 1, source.axis

@@ -32,7 +32,11 @@ if TYPE_CHECKING:
 SPLIT_FUNCTIONS = (torch.split, torch.chunk)
 SPLIT_METHODS = ("split", "chunk")
 _ATEN_SPLITS = (torch.ops.aten.chunk.default, torch.ops.aten.split_with_sizes.default, torch.ops.aten.split.Tensor)
-_SPLITS = {("call_function", f) for f in SPLIT_FUNCTIONS + _ATEN_SPLITS} | {("call_method", m) for m in SPLIT_METHODS}
+UNBINDS = (torch.unbind, "unbind", torch.ops.aten.unbind.int)
+SELECTS = (torch.select, "select", torch.ops.aten.select.int)
+_SPLITS = {("call_function", f) for f in SPLIT_FUNCTIONS + _ATEN_SPLITS + (torch.unbind, torch.ops.aten.unbind.int)} | {
+    ("call_method", m) for m in SPLIT_METHODS + ("unbind",)
+}
 
 
 class SliceArguments(enum.Enum):
@@ -48,6 +52,24 @@ class Split:
     dim: int  # non-negative
     sections: tuple[int, ...]  # piece sizes along ``dim`` at the example inputs
     chunks: bool  # ``chunk``: equal pieces, so every piece must keep the same number of channels
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unbind:
+    """``unbind`` along ``dim`` (non-negative): each piece (a :class:`SplitPiece`) one axis fewer. Along another
+    axis than the channels' (attention's ``q, k, v = qkv.unbind(0)``), every piece carries every channel."""
+
+    data: str
+    dim: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Select:
+    """``x.select(dim, i)`` / ``x[:, i]``: one index of an axis, which disappears."""
+
+    data: str
+    dim: int  # non-negative
+    index: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,6 +170,69 @@ class StridedHandler(OpHandler[Strided]):
         return Masking(carry=Carry.THROUGH)
 
 
+def _without_axis(layout: Layout, dim: int) -> Layout | None:
+    """``layout`` once axis ``dim`` (not its channel axis) is removed; ``None`` if it is the channel axis."""
+    if dim == layout.axis or (layout.split and dim == layout.axis + 1):
+        return None
+    return Layout(layout.axis - (dim < layout.axis), layout.ids, layout.repeat, layout.split)
+
+
+class UnbindHandler(OpHandler[Unbind]):
+    """Along another axis than the channels', each piece carries them; along theirs, a barrier."""
+
+    role = Unbind
+    reads_split_layouts = True
+
+    def recognise(self, node: fx.Node, context: Context, data: Any) -> Unbind | Unknown:
+        source, axes, dim = data_name(node), shape(node.args[0]), traced_int(arg(node, 1, "dim", 0))
+        if source is None or not axes or dim is None:
+            return Unknown("unbind along an axis that is not a constant")
+        return Unbind(data=source, dim=dim % len(axes))
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Unbind) -> bool | None:
+        source = walk.layouts.get(role.data)
+        if source is None:
+            return None
+        piece = _without_axis(source, role.dim)
+        if piece is None:
+            return False
+        walk.splits[node.name] = (role, piece, walk.zeros[role.data])
+        if role.data in walk.parts and walk.parts[role.data][0] == role.dim:
+            walk.parts[node.name] = walk.parts[role.data]
+        return None
+
+
+class SelectHandler(OpHandler[Select]):
+    """One index of another axis than the channels': every channel, one axis fewer."""
+
+    role = Select
+    reads_split_layouts = True
+
+    def recognise(self, node: fx.Node, context: Context, data: Any) -> Select | Unknown:
+        source, axes = data_name(node), shape(node.args[0])
+        dim, index = traced_int(arg(node, 1, "dim")), traced_int(arg(node, 2, "index"))
+        if source is None or not axes or dim is None or index is None:
+            return Unknown("select along an axis or at an index that is not a constant")
+        return Select(data=source, dim=dim % len(axes), index=index % axes[dim % len(axes)])
+
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Select) -> bool | None:
+        source = walk.layouts.get(role.data)
+        if source is None:
+            return None
+        layout = _without_axis(source, role.dim)
+        if layout is None:
+            return False
+        walk.set_output(node, layout, _part_zeros(walk, role.data, role.dim, role.index))
+        return None
+
+
+def _part_zeros(walk: ChannelWalk, data: str, dim: int, index: int) -> tuple[bool, ...]:
+    """The zeros of part ``index`` along ``dim`` of ``data``'s channels, if it records them (``ChannelWalk.parts``);
+    else those of the whole channels."""
+    axis, zeros = walk.parts.get(data, (None, ()))
+    return zeros[index] if axis == dim else walk.zeros[data]
+
+
 class SplitPieceHandler(OpHandler[SplitPiece]):
     """A piece of a split along the channel axis holds that range of channels; along another axis, all."""
 
@@ -157,6 +242,9 @@ class SplitPieceHandler(OpHandler[SplitPiece]):
         if role.split not in walk.splits:
             return  # a piece of an untracked tensor
         split, source, zeros = walk.splits[role.split]
+        if isinstance(split, Unbind):
+            walk.set_output(node, source, _part_zeros(walk, role.split, split.dim, role.index))
+            return
         if split.dim != source.axis:
             walk.set_output(node, source, zeros)
             return
@@ -240,6 +328,12 @@ def _recognise_getitem(node: fx.Node) -> Any:
         return SplitPiece(split=source.name, index=index)
     axes = shape(source)
     index = index if isinstance(index, tuple) else (index,)
+    ints = [dim for dim, i in enumerate(index) if isinstance(i, int)]
+    others = [i for dim, i in enumerate(index) if dim not in ints]
+    if axes and len(index) <= len(axes) and len(ints) == 1 and all(i == slice(None) for i in others):
+        position = index[ints[0]]
+        assert isinstance(position, int)  # ``ints`` holds the axes indexed by an int
+        return Select(data=source.name, dim=ints[0], index=position % axes[ints[0]])
     if not axes or len(index) > len(axes) or not all(isinstance(i, slice) for i in index):
         return Unknown("indexing other than basic slices of a tensor")
     resolved = [_traced_slice(i) for i in index if isinstance(i, slice)]  # every one is (checked above)

@@ -49,7 +49,18 @@ from .shape import (
     ReduceHandler,
     ReshapeHandler,
 )
-from .split import SPLIT_FUNCTIONS, SPLIT_METHODS, SliceHandler, SplitHandler, SplitPieceHandler, StridedHandler
+from .split import (
+    SELECTS,
+    SPLIT_FUNCTIONS,
+    SPLIT_METHODS,
+    UNBINDS,
+    SelectHandler,
+    SliceHandler,
+    SplitHandler,
+    SplitPieceHandler,
+    StridedHandler,
+    UnbindHandler,
+)
 from .structural import (
     GetAttrHandler,
     MetadataHandler,
@@ -265,7 +276,7 @@ def _build_default() -> HandlerTable:
     from .norm import LayerNorm, PerChannel
     from .pointwise import Pointwise
     from .shape import Flatten, Permute, Reduce
-    from .split import Slice, Split
+    from .split import Select, Slice, Split, Unbind
     from .structural import Metadata
     from .weighted import Weighted
 
@@ -273,7 +284,7 @@ def _build_default() -> HandlerTable:
         SourceHandler(), GetAttrHandler(), MetadataHandler(), OutputHandler(), UnknownHandler(), WeightedHandler(),
         GroupedHandler(), PerChannelHandler(), LayerNormHandler(), PointwiseHandler(), ElementwiseHandler(),
         ConcatHandler(), SplitHandler(), SplitPieceHandler(), SliceHandler(), FlattenHandler(), ReshapeHandler(),
-        PermuteHandler(), ReduceHandler(), StridedHandler(),
+        PermuteHandler(), ReduceHandler(), StridedHandler(), UnbindHandler(), SelectHandler(),
     ])  # fmt: skip
     table.add(Weighted, CONV_MODULES + CONV_TRANSPOSE_MODULES + (nn.Linear,) + CONV_FUNCTIONS + (F.linear,))
     table.add(Weighted, CONV_TRANSPOSE_FUNCTIONS, TRANSPOSED)
@@ -296,6 +307,8 @@ def _build_default() -> HandlerTable:
     table.add(Reduce, REDUCE_FUNCTIONS + REDUCE_METHODS)
     table.add(Split, SPLIT_FUNCTIONS + SPLIT_METHODS)
     table.add(Slice, (torch.narrow, "narrow", operator.getitem))
+    table.add(Unbind, UNBINDS)
+    table.add(Select, SELECTS)
     table.add(Metadata, (getattr, "size", "dim", "numel"))
     add_aten_routes(table)
     add_family_routes(table)

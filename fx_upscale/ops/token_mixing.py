@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, kw_only=True)
 class TokenMixing:
-    """A linear layer reading ``data`` along its last axis, which is not ``data``'s channel axis."""
+    """A linear layer (or a LayerNorm: a per-head query/key norm) reading ``data`` along its last axis, which is not
+    ``data``'s channel axis."""
 
     data: str
     bias: str | None  # qualified name of the bias (one entry per token), if any
