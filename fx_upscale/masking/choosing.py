@@ -1,6 +1,8 @@
 """Choosing channels from scores: how many, where, and who must agree (pure Python over float64 score vectors).
 
-- *unconstrained*: each layer's positions are chosen on their own scores;
+- *unconstrained*: each layer's channels are chosen on their own scores; positions of one class in one layer (an
+  attention head's query, key and value rows) are one channel, chosen whole on their mean score, since only a whole
+  class is ever removed;
 - *constrained*: the layers of one coupled group (a segment: one shared channel space) share one choice. A channel
   class scores the mean of its scores over the layers of the group that hold it (on the scale of one layer's
   scores, whatever the size of the group, so that a global threshold treats large and small groups alike), and
@@ -43,7 +45,7 @@ def choose(
     [[0], [0]]
     """
     if groups is None:
-        return lowest(scores, amount, scope)
+        return _lowest_classes(classes, scores, amount, scope)
     means = _class_means(classes, scores, unmaskable)
     members = [[c for c in group if c in means] for group in groups]
     members = [group for group in members if group]
@@ -51,6 +53,26 @@ def choose(
     chosen = {group[p] for group, positions in zip(members, picked) for p in positions}
     positions = [[p for p, c in enumerate(layer_classes) if c in chosen] for layer_classes in classes]
     return [found[: len(layer_classes) - 1] for found, layer_classes in zip(positions, classes)]
+
+
+def _lowest_classes(
+    classes: Sequence[Sequence[int]], scores: Sequence[torch.Tensor], amount: float, scope: str
+) -> list[list[int]]:
+    """Unconstrained: each layer's lowest-scoring classes (a class's score the mean over the layer's positions of it),
+    as positions.
+
+    >>> _lowest_classes([[7, 8, 7, 8]], [torch.tensor([1., 5., 2., 0.])], 0.5, "local")  # means 1.5, 2.5
+    [[0, 2]]
+    """
+    uniques = [list(dict.fromkeys(layer_classes)) for layer_classes in classes]
+    means = [_class_means([layer_classes], [layer_scores], frozenset()) for layer_classes, layer_scores in
+             zip(classes, scores)]  # fmt: skip
+    vectors = [torch.tensor([mean[c] for c in unique], dtype=torch.float64) for mean, unique in zip(means, uniques)]
+    picked = lowest(vectors, amount, scope)
+    return [
+        [p for p, c in enumerate(layer_classes) if c in {unique[i] for i in chosen}]
+        for layer_classes, unique, chosen in zip(classes, uniques, picked)
+    ]
 
 
 def _class_means(
