@@ -12,7 +12,7 @@ efficientnet_v2_s) with 30% input-side unconstrained L2 masks, and the five vari
 (unpruned, constrained, baseline, upscale, copy-free oracle), in float16 and float32, at batch 1 and 8, eager and
 under ``torch.compile`` (inductor; ``--cudagraphs`` adds ``mode="reduce-overhead"``). Per model, batch, dtype and
 backend the variants run round-robin (``fx_upscale.latency.time_round_robin``: ``torch.cuda.synchronize()`` before
-and after every timed call, the order rotating each round) after untimed warm-up calls, then each is profiled for a
+and after every timed call, the order shuffled each round) after untimed warm-up calls, then each is profiled for a
 few forwards, one profiler session each (``torch.profiler``, CUDA activity): the summed device time of the kernels
 (and memcpy / memset; not annotations or synchronisation waits) of one forward, the median over those forwards, is
 the ``kernel_ms`` column, the paper's latency metric. Also recorded: the elements each

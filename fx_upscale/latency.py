@@ -4,7 +4,7 @@ For one model and one mask, :func:`build_variants` makes five modules: the unpru
 ``baseline`` and ``upscale`` exports, and the copy-free oracle (:func:`copy_free_oracle`: the upscale export with
 every inserted gather replaced by a ``narrow`` view of the same shape, which is not exact but is the floor that
 reordering can reach); the upscale export is planned for the backend it runs under. :func:`measure` times them,
-eager and under ``torch.compile``, round-robin (the order rotates with each repetition) and returns one
+eager and under ``torch.compile``, round-robin (the order shuffled each round) and returns one
 :class:`Timing` per variant and backend with the median, quartiles, min and max, the latency the cost model
 predicts (``cost_model.predict_latency``), and the elements each variant copies in an eager forward
 (:func:`measure_copies`), including what convolutions copy to make a strided input (a ``narrow`` view of the
@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -197,8 +198,10 @@ def time_round_robin(
     callables: dict, inputs: torch.Tensor, *, repeats: int, warmup: int, progress: Progress | None = None
 ) -> dict:
     """Seconds per call of each callable: ``warmup`` untimed calls each (compiling, if compiled), then ``repeats``
-    rounds calling each once, in an order that rotates every round."""
+    rounds calling each once, in an order shuffled every round (seeded, :func:`round_orders`), so that no callable
+    always runs after the same one (what one leaves behind, in the caches and the allocator, the next one pays)."""
     keys = list(callables)
+    orders = round_orders(len(keys), repeats)
     sync = torch.cuda.synchronize if inputs.device.type == "cuda" else (lambda: None)
     samples: dict = {key: [] for key in keys}
     with torch.no_grad():
@@ -207,9 +210,8 @@ def time_round_robin(
                 callables[key](inputs)
             if progress:
                 progress(f"warm-up {'/'.join(key)}")
-        for round_index in range(repeats):
-            shift = round_index % len(keys)
-            for key in keys[shift:] + keys[:shift]:
+        for round_index, order in enumerate(orders):
+            for key in (keys[i] for i in order):
                 sync()
                 start = time.perf_counter()
                 callables[key](inputs)
@@ -218,6 +220,23 @@ def time_round_robin(
             if progress:
                 progress(f"round {round_index + 1}/{repeats}")
     return samples
+
+
+def round_orders(count: int, repeats: int, seed: int = 0) -> list[list[int]]:
+    """``repeats`` orders of ``count`` callables: the rotations of a random order, then of its reverse, then of
+    another, and so on, so that each callable runs first equally often and after each other one about as often.
+
+    >>> round_orders(3, 4)
+    [[0, 2, 1], [2, 1, 0], [1, 0, 2], [1, 2, 0]]
+    """
+    generator = random.Random(seed)
+    orders: list[list[int]] = []
+    while len(orders) < repeats:
+        base = list(range(count))
+        generator.shuffle(base)
+        for cycle in (base, base[::-1]):
+            orders.extend(cycle[shift:] + cycle[:shift] for shift in range(count))
+    return orders[:repeats]
 
 
 def summarize(seconds: Sequence[float]) -> tuple[float, float, float, float, float]:

@@ -1,6 +1,6 @@
 """CPU latency of an exported model beside the unpruned one: eager, batch 8, one thread, interleaved.
 
-:func:`latency` times the two modules round-robin (``fx_upscale.latency.time_round_robin``: the order rotates
+:func:`latency` times the two modules round-robin (``fx_upscale.latency.time_round_robin``: the order changes
 every round, so drift and the other worker's load fall on both alike) and returns the export's median and
 quartiles, the unpruned model's median over the same rounds, and their ratio, which is what the matched-latency
 comparison interpolates.
