@@ -3,7 +3,8 @@
 - :class:`Flatten` ``flatten`` / ``view`` / ``reshape`` that expand each channel into consecutive features.
 - :class:`Reshape` other ``view`` / ``reshape`` (and ``flatten`` of leading axes, ``reshape_as``): channels pass
   through if the channel axis survives as an axis, or is split into (groups, channels per group) and merged back:
-  the steps of a channel shuffle.
+  the steps of a channel shuffle; a split into ``(heads, head_dim)`` or ``(3, heads, head_dim)`` that no transpose
+  of those two axes follows is a split into attention heads, kept or removed whole (``ops/attention.py``).
 - :class:`Permute` ``permute`` / ``transpose`` / ``swapaxes``: moves the channel axis, channels unchanged.
 - :class:`Reduce` ``mean`` / ``sum`` / ``amax`` over axes other than the channel axis (a sum or mean over the
   channel axis is a :class:`~fx_upscale.ops.channel_reduction.ChannelReduction`).
@@ -161,10 +162,10 @@ class FlattenHandler(OpHandler[Flatten]):
 def _recognise_reshape(node: fx.Node) -> Flatten | Reshape | Unknown:
     """``view``/``reshape`` that equals ``flatten(start_dim)`` for some start_dim is a flatten.
 
-    Where some sizes are computed in the graph (``x.size(0)``, ``c // groups``), the literal ones are structure, never
-    a channel width (``view(b, groups, c // groups, h, w)``): constants. Where every size is a literal or ``-1``
-    (``torch.export``'s graphs, ``x.view(2, 16)``, ``reshape(2, -1, 128)``), the one that carries the channels is
-    rewritten for the kept ones."""
+    Where some sizes are computed in the graph (``x.size(0)``, ``c // groups``), the literal ones of a reshape are
+    structure, never a channel width (``view(b, groups, c // groups, h, w)``): constants (but a head count, rewritten for
+    the kept heads). Where every size is a literal or ``-1`` (``torch.export``'s graphs, ``x.view(2, 16)``,
+    ``reshape(2, -1, 128)``), and in a flatten, the one that carries the channels is rewritten for the kept ones."""
     data = node.args[0]
     if not isinstance(data, fx.Node):
         return Unknown("reshape of a non-tensor")
@@ -240,7 +241,8 @@ def _follows(size: Any, data: Any) -> bool:
 
 class ReshapeHandler(OpHandler[Reshape]):
     """Channels pass through a reshape that keeps the channel axis whole, that splits it into (groups, channels
-    per group) or that merges such a split back: the three steps of a channel shuffle."""
+    per group) or that merges such a split back (the three steps of a channel shuffle), or that splits it into
+    attention heads (one class per head, :func:`_split_heads`)."""
 
     role = Reshape
     reads_split_layouts = True
