@@ -163,8 +163,8 @@ def _recognise_reshape(node: fx.Node) -> Flatten | Reshape | Unknown:
     """``view``/``reshape`` that equals ``flatten(start_dim)`` for some start_dim is a flatten.
 
     Where some sizes are computed in the graph (``x.size(0)``, ``c // groups``), the literal ones of a reshape are
-    structure, never a channel width (``view(b, groups, c // groups, h, w)``): constants (but a head count, rewritten for
-    the kept heads). Where every size is a literal or ``-1`` (``torch.export``'s graphs, ``x.view(2, 16)``,
+    structure, never a channel width (``view(b, groups, c // groups, h, w)``): constants (but a head count, rewritten
+    for the kept heads). Where every size is a literal or ``-1`` (``torch.export``'s graphs, ``x.view(2, 16)``,
     ``reshape(2, -1, 128)``), and in a flatten, the one that carries the channels is rewritten for the kept ones."""
     data = node.args[0]
     if not isinstance(data, fx.Node):
