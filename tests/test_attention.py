@@ -181,3 +181,31 @@ def test_grouped_query_attention_is_a_barrier_naming_itself(capture: str) -> Non
     result = fx_upscale.export(model, x, spec=spec, capture=capture, on_unsupported="freeze")
     assert_relatively_exact(result.module, expected, x, rtol=1e-10)
     assert dict(result.module.named_parameters())["q.weight"].shape == (8, 8)  # every query head kept
+
+
+class ChannelAxisOp(nn.Module):
+    """``op`` applied to a convolution's output along its channel axis, then read by another convolution."""
+
+    def __init__(self, op) -> None:
+        super().__init__()
+        self.op, self.conv1, self.conv2 = op, nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        return self.conv2(self.op(self.conv1(x)))
+
+
+@pytest.mark.parametrize(
+    ("op", "reason"),
+    [
+        (lambda y: y.softmax(dim=1), "softmax along the channel axis"),
+        (lambda y: torch.stack(y.unbind(1), 1), "unbind of the channel axis"),
+        (lambda y: y * y[:, 0].unsqueeze(1), "select of one channel"),
+    ],
+    ids=["softmax", "unbind", "select"],
+)
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_ops_across_the_channel_axis_are_barriers_saying_why(op, reason: str, capture: str) -> None:
+    model = ChannelAxisOp(op).eval()
+    spec = PruneSpec(outputs={"conv1.weight": [1]})
+    with pytest.raises(UnsupportedOpError, match=reason):
+        fx_upscale.export(model, torch.randn(2, 3, 4, 4), spec=spec, capture=capture)

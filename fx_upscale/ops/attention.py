@@ -192,7 +192,8 @@ class SoftmaxHandler(OpHandler[Softmax]):
         if source is None:
             return None
         if source.axis == role.dim or source.split:
-            return False
+            walk.barrier(node, "softmax along the channel axis: each channel's value depends on every channel")
+            return None
         walk.set_output(node, source, (False,) * len(source.ids))
         return None
 

@@ -195,7 +195,8 @@ class UnbindHandler(OpHandler[Unbind]):
             return None
         piece = _without_axis(source, role.dim)
         if piece is None:
-            return False
+            walk.barrier(node, "unbind of the channel axis: each piece is one channel")
+            return None
         walk.splits[node.name] = (role, piece, walk.zeros[role.data])
         if role.data in walk.parts and walk.parts[role.data][0] == role.dim:
             walk.parts[node.name] = walk.parts[role.data]
@@ -221,7 +222,8 @@ class SelectHandler(OpHandler[Select]):
             return None
         layout = _without_axis(source, role.dim)
         if layout is None:
-            return False
+            walk.barrier(node, "select of one channel of the channel axis")
+            return None
         walk.set_output(node, layout, _part_zeros(walk, role.data, role.dim, role.index))
         return None
 
