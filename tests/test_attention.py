@@ -209,3 +209,33 @@ def test_ops_across_the_channel_axis_are_barriers_saying_why(op, reason: str, ca
     spec = PruneSpec(outputs={"conv1.weight": [1]})
     with pytest.raises(UnsupportedOpError, match=reason):
         fx_upscale.export(model, torch.randn(2, 3, 4, 4), spec=spec, capture=capture)
+
+
+class ComputedWidthAttention(nn.Module):
+    """Heads merged back to ``C``, the block input's width read from its shape (timm before ``attn_dim``), and
+    split with a head count computed from it: both sizes are rewritten as constants for the kept heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.proj, self.heads = nn.Linear(8, 24), nn.Linear(8, 8), 2
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, c // 4, 4).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c))
+
+
+@pytest.mark.parametrize("capture", CAPTURES)
+def test_sizes_computed_from_another_tensor_are_rewritten(capture: str) -> None:
+    torch.manual_seed(0)
+    model = ComputedWidthAttention().double().eval()
+    x = torch.randn(2, 3, 8, dtype=torch.float64)
+    spec = PruneSpec(outputs={"qkv.weight": [16, 17, 18, 19]})  # head 0's value rows
+    with torch.no_grad():
+        expected = spec.apply(model)(x)
+    result = fx_upscale.export(model, x, spec=spec, capture=capture)
+    assert_relatively_exact(result.module, expected, x, rtol=1e-10)
+    parameters = dict(result.module.named_parameters())
+    assert parameters["qkv.weight"].shape == (12, 8) and parameters["proj.weight"].shape == (8, 4)
+    if capture == "symbolic_trace":  # (torch.export's graph is specialised to the example's shapes)
+        assert result.module(torch.randn(5, 3, 8, dtype=torch.float64)).shape == (5, 3, 8)  # another batch runs
