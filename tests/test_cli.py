@@ -160,6 +160,21 @@ def test_explain_filters_segments_and_writes_the_segment_graph(tmp_path, capsys)
     assert code == 1 and "--segment [99]" in err
 
 
+def test_bench_calibrates_again_before_each_case(capsys, monkeypatch):
+    """With --calibrate, every model and batch is planned and predicted with a calibration made just before it."""
+    calls = []
+
+    def calibrate(device, dtype, backend):
+        calls.append(backend)
+        return fx_upscale.cost_model.default_cost_model()
+
+    monkeypatch.setattr(cli.bench, "calibrate", calibrate)
+    monkeypatch.setattr(cli.bench, "save_cost_model", lambda model: "nowhere")
+    code, *_ = run_main(capsys, "bench", FACTORY, "--input-shape", SHAPE, "--batch", "1", "2", "3", "--repeats", "1",
+                        "--warmup", "0", "--calibrate")  # fmt: skip
+    assert code == 0 and calls == ["eager"] * 3  # once first, then before the second and the third case
+
+
 def test_explain_draws_a_png(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     png = tmp_path / "segments.png"

@@ -35,13 +35,15 @@ def command_bench(args: argparse.Namespace) -> int:
         model, shape = load_model(name)
         return model, args.input_shape or shape
 
-    cost_models = None
-    if args.calibrate:
-        cost_models = {b: calibrate(args.device, DTYPES[args.dtype], b) for b in args.backend}
-        for model in cost_models.values():
-            print(f"calibrated {model.key} (cached in {save_cost_model(model)})")
+    def calibrated() -> dict[str, CostModel]:
+        return {b: calibrate(args.device, DTYPES[args.dtype], b) for b in args.backend}
+
+    cost_models = calibrated() if args.calibrate else None
+    for model in (cost_models or {}).values():
+        print(f"calibrated {model.key} (cached in {save_cost_model(model)})")
     load_before = os.getloadavg()
-    timings = bench_cases(config, load, quiet=args.quiet, cost_models=cost_models)
+    recalibrate = calibrated if args.calibrate else None
+    timings = bench_cases(config, load, quiet=args.quiet, cost_models=cost_models, recalibrate=recalibrate)
     load_after = os.getloadavg()
     print(f"{args.amount:.0%} {args.side}-side {args.method} {args.heuristic} masks, {args.dtype}, device "
           f"{args.device}, threads {args.threads}, {args.repeats} interleaved repeats (median [q1–q3] ms), load "
@@ -61,14 +63,23 @@ def command_bench(args: argparse.Namespace) -> int:
 
 
 def bench_cases(
-    config: lat.BenchConfig, load: Callable, *, quiet: bool, cost_models: dict[str, CostModel] | None = None
+    config: lat.BenchConfig,
+    load: Callable,
+    *,
+    quiet: bool,
+    cost_models: dict[str, CostModel] | None = None,
+    recalibrate: Callable[[], dict[str, CostModel]] | None = None,
 ) -> list[lat.Timing]:
     """:func:`latency.run` for each model and batch size of ``config`` in turn (each loads its model afresh, seeded
-    alike), with a progress bar over them."""
+    alike), with a progress bar over them. ``recalibrate``: called before every case but the first for the cost
+    models that case plans and predicts with, so that each prediction is priced at the machine's speed of the
+    minutes it is measured in (a shared machine's speed drifts by tens of percent within minutes)."""
     cases = [(name, batch) for name in config.models for batch in config.batches]
     timings: list[lat.Timing] = []
     with progress_bar(cases, quiet=quiet, description="bench") as bar:
-        for name, batch in bar:
+        for index, (name, batch) in enumerate(bar):
+            if recalibrate is not None and index:
+                cost_models = recalibrate()
             bar.set_description(f"bench {name}, batch {batch}")
             case = dataclasses.replace(config, models=(name,), batches=(batch,))
             timings += lat.run(case, load, bar.set_postfix_str, cost_models)

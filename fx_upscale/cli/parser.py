@@ -185,7 +185,11 @@ def _add_bench_parser(commands) -> None:
     bench.add_argument("--repeats", type=_positive, default=10, help="timed rounds over all variants (default 10)")
     bench.add_argument("--warmup", type=int, default=2, help="untimed calls per variant first (default 2)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
-    bench.add_argument("--calibrate", action="store_true", help="calibrate the cost model first (fx-upscale calibrate)")
+    bench.add_argument(
+        "--calibrate", action="store_true",
+        help="calibrate the cost model first (fx-upscale calibrate; cached), and again before each model and batch, "
+        "whose exports and predictions use that calibration",
+    )  # fmt: skip
     bench.add_argument("--csv", metavar="PATH", help="write one row per model, batch, backend and variant")
     bench.add_argument("--plot", metavar="PATH", help="draw a bar plot (.png or .svg; needs matplotlib)")
     _add_common(bench)
