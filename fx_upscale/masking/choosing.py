@@ -69,10 +69,8 @@ def _lowest_classes(
              zip(classes, scores)]  # fmt: skip
     vectors = [torch.tensor([mean[c] for c in unique], dtype=torch.float64) for mean, unique in zip(means, uniques)]
     picked = lowest(vectors, amount, scope)
-    return [
-        [p for p, c in enumerate(layer_classes) if c in {unique[i] for i in chosen}]
-        for layer_classes, unique, chosen in zip(classes, uniques, picked)
-    ]
+    chosen_classes = [{unique[i] for i in chosen} for unique, chosen in zip(uniques, picked)]
+    return [[p for p, c in enumerate(layer) if c in chosen] for layer, chosen in zip(classes, chosen_classes)]
 
 
 def _class_means(

@@ -177,6 +177,16 @@ def _without_axis(layout: Layout, dim: int) -> Layout | None:
     return Layout(layout.axis - (dim < layout.axis), layout.ids, layout.repeat, layout.split)
 
 
+def _dropping_axis(walk: ChannelWalk, node: fx.Node, data: str, dim: int, reason: str) -> Layout | None:
+    """``data``'s layout once axis ``dim`` is dropped (unbind, select); ``None`` if ``data`` carries no channels, or
+    if ``dim`` is their axis (``node`` then becomes a barrier for ``reason``)."""
+    source = walk.layouts.get(data)
+    layout = _without_axis(source, dim) if source is not None else None
+    if source is not None and layout is None:
+        walk.barrier(node, reason)
+    return layout
+
+
 class UnbindHandler(OpHandler[Unbind]):
     """Along another axis than the channels', each piece carries them; along theirs, a barrier."""
 
@@ -189,18 +199,10 @@ class UnbindHandler(OpHandler[Unbind]):
             return Unknown("unbind along an axis that is not a constant")
         return Unbind(data=source, dim=dim % len(axes))
 
-    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Unbind) -> bool | None:
-        source = walk.layouts.get(role.data)
-        if source is None:
-            return None
-        piece = _without_axis(source, role.dim)
-        if piece is None:
-            walk.barrier(node, "unbind of the channel axis: each piece is one channel")
-            return None
-        walk.splits[node.name] = (role, piece, walk.zeros[role.data])
-        if role.data in walk.parts and walk.parts[role.data][0] == role.dim:
-            walk.parts[node.name] = walk.parts[role.data]
-        return None
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Unbind) -> None:
+        piece = _dropping_axis(walk, node, role.data, role.dim, "unbind of the channel axis: each piece is one channel")
+        if piece is not None:
+            walk.splits[node.name] = (role, piece, walk.zeros[role.data])
 
 
 class SelectHandler(OpHandler[Select]):
@@ -216,16 +218,10 @@ class SelectHandler(OpHandler[Select]):
             return Unknown("select along an axis or at an index that is not a constant")
         return Select(data=source, dim=dim % len(axes), index=index % axes[dim % len(axes)])
 
-    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Select) -> bool | None:
-        source = walk.layouts.get(role.data)
-        if source is None:
-            return None
-        layout = _without_axis(source, role.dim)
-        if layout is None:
-            walk.barrier(node, "select of one channel of the channel axis")
-            return None
-        walk.set_output(node, layout, _part_zeros(walk, role.data, role.dim, role.index))
-        return None
+    def propagate(self, walk: ChannelWalk, node: fx.Node, role: Select) -> None:
+        layout = _dropping_axis(walk, node, role.data, role.dim, "select of one channel of the channel axis")
+        if layout is not None:
+            walk.set_output(node, layout, _part_zeros(walk, role.data, role.dim, role.index))
 
 
 def _part_zeros(walk: ChannelWalk, data: str, dim: int, index: int) -> tuple[bool, ...]:
@@ -245,7 +241,7 @@ class SplitPieceHandler(OpHandler[SplitPiece]):
             return  # a piece of an untracked tensor
         split, source, zeros = walk.splits[role.split]
         if isinstance(split, Unbind):
-            walk.set_output(node, source, _part_zeros(walk, role.split, split.dim, role.index))
+            walk.set_output(node, source, _part_zeros(walk, split.data, split.dim, role.index))
             return
         if split.dim != source.axis:
             walk.set_output(node, source, zeros)
