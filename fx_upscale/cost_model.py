@@ -1,16 +1,21 @@
 """Predicted latency: dispatched ops, bytes moved and multiply-adds, with constants measured on the machine.
 
-A :class:`CostModel` holds a dozen constants for one device, dtype, backend and thread count. :func:`calibrate`
-measures them with short micro-benchmarks (a few seconds); :func:`load_cost_model` returns the calibration cached
-for the current machine (``fx-upscale calibrate`` writes it), or :func:`default_cost_model` without one. The model:
+A :class:`CostModel` holds a score of constants for one device, dtype, backend and thread count. :func:`calibrate`
+measures them with short micro-benchmarks (about fifteen seconds); :func:`load_cost_model` returns the calibration
+cached for the current machine (``fx-upscale calibrate`` writes it), or :func:`default_cost_model` without one. The
+model:
 
 - a view op (``narrow``) costs ``view_seconds``: dispatch only;
 - any other op costs ``op_seconds`` + bytes it reads and writes x ``seconds_per_byte`` + multiply-adds x
   ``seconds_per_mac`` (``seconds_per_batched_mac`` for a convolution over 4 or more images, whose kernels run
   faster; multiply-adds counted as the kernel runs them, channels and output width padded to its blocks); a
   ``cat`` costs ``input_seconds`` more per input;
-- a convolution costs ``conv_seconds`` instead of ``op_seconds``, and a grouped one (depthwise) is priced by the
-  bytes it moves, at ``seconds_per_grouped_byte``; a batch norm costs ``norm_seconds`` instead of ``op_seconds``;
+- a convolution costs ``conv_seconds`` instead of ``op_seconds``, and a grouped one (depthwise) costs
+  ``grouped_conv_seconds`` (on a CPU its kernel is set up afresh on each call: tens of microseconds) and is priced
+  by the bytes it moves, at ``seconds_per_grouped_byte`` (``seconds_per_unaligned_grouped_byte`` where its
+  channel count is no multiple of ``channel_block``: a CPU kernel copies such tensors into and out of a padded
+  layout by a slower path); a batch norm costs ``norm_seconds`` instead of
+  ``op_seconds``;
 - an element-wise op computing a transcendental function (SiLU, sigmoid, GELU, exp, softmax, ...) moves its bytes
   at ``seconds_per_special_byte``, a batch norm at ``seconds_per_norm_byte``; a max or average pooling costs
   ``seconds_per_pool_tap`` per output element and window tap;
@@ -18,7 +23,11 @@ for the current machine (``fx-upscale calibrate`` writes it), or :func:`default_
 - an output larger than ``fresh_bytes`` costs ``seconds_per_fresh_byte`` per byte more: on a CPU such a buffer is
   mapped afresh on each call and every page faults in (glibc's allocator returns allocations above 32 MiB to the
   system); an in-place op (``relu_``, ``hardtanh_``, ``silu_``) allocates nothing and pays none of it;
-- a module call costs ``module_seconds`` more (an ``nn.Module`` call in eager mode).
+- a module call costs ``module_seconds`` more (an ``nn.Module`` call in eager mode);
+- every op (not a view) costs ``context_seconds`` more in a forward than in the tight loops that measure the other
+  constants (its code, weights and output buffer no longer in the caches those loops keep warm): measured as what a
+  small network of the blocks pruned CNNs are made of (:class:`CalibrationNetwork`) takes beyond the rest of the
+  model's prediction for it, per op.
 
 The planner prices each consumer's access with :meth:`CostModel.gather`, :meth:`CostModel.narrow`,
 :meth:`CostModel.zero_columns` and :meth:`CostModel.cat` (``planning/access.py``); :func:`predict_latency`
@@ -66,12 +75,15 @@ class CostModel:
     view_seconds: float
     op_seconds: float
     conv_seconds: float
+    grouped_conv_seconds: float  # a grouped (depthwise) convolution's fixed cost
     norm_seconds: float
     input_seconds: float
     module_seconds: float
+    context_seconds: float  # an op in a forward, beyond the same op timed alone
     seconds_per_byte: float
     seconds_per_memory_byte: float  # bytes an op moves beyond ``cache_bytes`` come from memory, not cache
     seconds_per_grouped_byte: float
+    seconds_per_unaligned_grouped_byte: float  # channels no multiple of ``channel_block``
     seconds_per_special_byte: float
     seconds_per_norm_byte: float  # a batch norm moves its bytes at this rate at best
     seconds_per_pool_tap: float  # a max or average pooling: per output element and window tap
@@ -97,7 +109,7 @@ class CostModel:
 
     def gather(self, bytes_out: float) -> float:
         """An ``index_select`` writing ``bytes_out`` (it reads as much)."""
-        return self.op_seconds + self.moving(2 * bytes_out)
+        return self.op_seconds + self.context_seconds + self.moving(2 * bytes_out)
 
     def narrow(self, bytes_out: float, contiguous: bool) -> float:
         """A channel ``narrow``: a view; a strided one (batch > 1) is copied by the convolution reading it."""
@@ -110,12 +122,12 @@ class CostModel:
 
     def cat(self, views: int, inputs: int, bytes_out: float) -> float:
         """A ``cat`` of ``inputs`` pieces, ``views`` of them ``narrow`` views, writing ``bytes_out``."""
-        fixed = self.op_seconds + views * self.view_seconds + inputs * self.input_seconds
+        fixed = self.op_seconds + self.context_seconds + views * self.view_seconds + inputs * self.input_seconds
         return fixed + self.moving(2 * bytes_out)
 
     def pointwise(self, bytes_out: float) -> float:
         """A per-channel op (BatchNorm, an activation) writing ``bytes_out``."""
-        return self.op_seconds + self.moving(2 * bytes_out)
+        return self.op_seconds + self.context_seconds + self.moving(2 * bytes_out)
 
 
 def cache_key(device: str, dtype: str, backend: str, threads: int) -> str:
@@ -135,14 +147,14 @@ def default_cost_model(device: str = "cpu", dtype: str = "float32", backend: str
     check_backend(backend)
     if device.startswith("cuda"):
         model = CostModel(device, dtype, backend, 1, view_seconds=4e-6, op_seconds=8e-6, conv_seconds=2e-5,
-                          norm_seconds=1e-5, input_seconds=2e-7, module_seconds=3e-6, seconds_per_byte=1 / 2e12,
-                          seconds_per_memory_byte=1 / 2e12,
-                          seconds_per_grouped_byte=1 / 1e12, seconds_per_special_byte=1 / 2e12,
-                          seconds_per_norm_byte=1 / 2e12, seconds_per_pool_tap=1e-12,
-                          seconds_per_fresh_byte=0.0, seconds_per_mac=1 / 2e13, seconds_per_batched_mac=1 / 4e13,
-                          channel_block=8)  # fmt: skip
+                          grouped_conv_seconds=2e-5, norm_seconds=1e-5, input_seconds=2e-7, module_seconds=3e-6,
+                          context_seconds=0.0, seconds_per_byte=1 / 2e12, seconds_per_memory_byte=1 / 2e12,
+                          seconds_per_grouped_byte=1 / 1e12, seconds_per_unaligned_grouped_byte=1 / 1e12,
+                          seconds_per_special_byte=1 / 2e12, seconds_per_norm_byte=1 / 2e12,
+                          seconds_per_pool_tap=1e-12, seconds_per_fresh_byte=0.0, seconds_per_mac=1 / 2e13,
+                          seconds_per_batched_mac=1 / 4e13, channel_block=8)  # fmt: skip
     else:
-        threads = torch.get_num_threads()  # one x86 core with AVX-512, as calibrated, rates scaled by threads
+        threads = torch.get_num_threads()  # one x86 core, as calibrated, rates scaled by threads
         model = CostModel(
             device,
             dtype,
@@ -151,12 +163,15 @@ def default_cost_model(device: str = "cpu", dtype: str = "float32", backend: str
             view_seconds=2e-6,
             op_seconds=1.5e-6,
             conv_seconds=8e-6,
+            grouped_conv_seconds=8e-5,
             norm_seconds=8e-6,
             input_seconds=1e-7,
             module_seconds=1.4e-6,
+            context_seconds=1.5e-5,
             seconds_per_byte=1.1e-11 / threads,
             seconds_per_memory_byte=3.5e-11,
-            seconds_per_grouped_byte=1.2e-10 / threads,
+            seconds_per_grouped_byte=1.0e-10 / threads,
+            seconds_per_unaligned_grouped_byte=1.4e-10 / threads,
             seconds_per_special_byte=5e-11 / threads,
             seconds_per_norm_byte=2.2e-11 / threads,
             seconds_per_pool_tap=3.3e-9 / threads,
@@ -228,14 +243,24 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 def calibrate(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, backend: str = "eager",
-              *, trials: int = 7) -> CostModel:  # fmt: skip
-    """Measure the constants of a :class:`CostModel` on ``device`` (a few seconds on a CPU core): the fastest of
-    ``trials`` timings of narrow views, tiny ops, convolutions and batch norms, ``cat`` of many inputs, module
+              *, trials: int = 4, passes: int = 3) -> CostModel:  # fmt: skip
+    """Measure the constants of a :class:`CostModel` on ``device`` (about fifteen seconds on a CPU core): the fastest
+    of ``trials`` timings of narrow views, tiny ops, convolutions and batch norms, ``cat`` of many inputs, module
     calls, element-wise and transcendental ops, a 64 MiB output, depthwise convolutions, and a sequence of
-    ResNet-like convolutions."""
+    ResNet-like convolutions. Every constant is measured in ``passes`` passes over all of them and the median
+    kept: on a shared machine a burst of other work lasting a second or two slows one pass, not the median."""
     check_backend(backend)
     device = torch.device(device)
     bench = _Bench(device, dtype, trials)
+    measured = [_measure(bench) for _ in range(passes)]
+    constants = {name: statistics.median(getattr(m, name) for m in measured)
+                 for name, value in asdict(measured[0]).items() if isinstance(value, float)}  # fmt: skip
+    return _for_backend(replace(measured[0], **constants), backend)
+
+
+def _measure(bench: _Bench) -> CostModel:
+    """One pass of every micro-benchmark of :func:`calibrate`: the eager constants."""
+    device, dtype = bench.device, bench.dtype
     tiny = bench.tensor(1, 16, 4, 4)
     op = bench.per_call(lambda: torch.relu(tiny))
     relu, conv, norm = nn.ReLU(), bench.module(nn.Conv2d(16, 16, 1)), bench.module(nn.BatchNorm2d(16).eval())
@@ -244,14 +269,16 @@ def calibrate(device: torch.device | str = "cpu", dtype: torch.dtype = torch.flo
     inputs = (bench.per_call(lambda: torch.cat(pieces, 1)) - bench.per_call(lambda: torch.cat(pieces[:4], 1))) / 60
     per_byte = statistics.median(bench.seconds_per_byte(op))
     conv_seconds = bench.per_call(lambda: conv(tiny)) - module
+    grouped_conv_seconds = bench.grouped_conv_seconds()
     model = CostModel(
         device_name(device), _dtype_name(dtype), "eager", torch.get_num_threads(),
         view_seconds=bench.per_call(lambda: torch.narrow(tiny, 1, 2, 8)), op_seconds=op,
-        conv_seconds=conv_seconds,
+        conv_seconds=conv_seconds, grouped_conv_seconds=grouped_conv_seconds,
         norm_seconds=bench.per_call(lambda: norm(tiny)) - module,
-        input_seconds=max(0.0, inputs), module_seconds=module, seconds_per_byte=per_byte,
+        input_seconds=max(0.0, inputs), module_seconds=module, context_seconds=0.0, seconds_per_byte=per_byte,
         seconds_per_memory_byte=per_byte,
-        seconds_per_grouped_byte=bench.seconds_per_grouped_byte(conv_seconds),
+        seconds_per_grouped_byte=bench.seconds_per_grouped_byte(grouped_conv_seconds),
+        seconds_per_unaligned_grouped_byte=bench.seconds_per_grouped_byte(grouped_conv_seconds, unaligned=True),
         seconds_per_special_byte=bench.seconds_per_special_byte(op),
         seconds_per_norm_byte=bench.seconds_per_norm_byte(norm, module),
         seconds_per_pool_tap=bench.seconds_per_pool_tap(op),
@@ -263,7 +290,7 @@ def calibrate(device: torch.device | str = "cpu", dtype: torch.dtype = torch.flo
         source="calibrated",
     )  # fmt: skip
     model = replace(model, seconds_per_memory_byte=bench.seconds_per_memory_byte(op, model))
-    return _for_backend(model, backend)
+    return replace(model, context_seconds=bench.context_seconds(model))
 
 
 class _Bench:
@@ -336,17 +363,35 @@ class _Bench:
         x = self.tensor(16 << 20)
         return max(self.per_call(partial(torch.relu, x)) - op - 2 * x.nbytes * per_byte, 0.0) / x.nbytes
 
-    def seconds_per_grouped_byte(self, conv: float) -> float:
+    def grouped_conv_seconds(self) -> float:
+        """The fixed cost of a depthwise convolution: a sequence of 16 on tiny inputs, each with its own channel
+        count and weights, as a forward runs them, per convolution."""
+        calls = []
+        for channels in range(16, 80, 4):
+            x, weight = self.tensor(1, channels, 4, 4), self.tensor(channels, 1, 3, 3)
+            calls.append(partial(F.conv2d, x, weight, None, 1, 1, 1, channels))
+        return self.per_call(lambda: [call() for call in calls], budget=0.05) / len(calls)
+
+    def seconds_per_grouped_byte(self, fixed: float, unaligned: bool = False) -> float:
         """Seconds per byte read and written by a sequence of depthwise convolutions, each with its own weights and
-        input, as a forward runs them: :data:`DEPTHWISE_SEQUENCE`, fixed costs taken out."""
+        input, as a forward runs them: :data:`DEPTHWISE_SEQUENCE` (``unaligned``: with 3 channels more each, no
+        multiple of the channel block), fixed costs taken out."""
         calls, moved = [], 0
         for channels, side, kernel, stride in DEPTHWISE_SEQUENCE:
+            channels += 3 if unaligned else 0
             x, weight = self.tensor(1, channels, side, side), self.tensor(channels, 1, kernel, kernel)
             calls.append(partial(F.conv2d, x, weight, None, stride, kernel // 2, 1, channels))
             out = (side + 2 * (kernel // 2) - kernel) // stride + 1
             moved += x.nbytes + weight.nbytes + channels * out * out * x.element_size()
         seconds = self.per_call(lambda: [call() for call in calls], budget=0.05)
-        return max(seconds - len(calls) * conv, 0.0) / moved
+        return max(seconds - len(calls) * fixed, 0.0) / moved
+
+    def context_seconds(self, model: CostModel) -> float:
+        """Seconds per op that a forward of :class:`CalibrationNetwork` takes beyond ``model``'s prediction."""
+        torch.manual_seed(0)
+        network, x = self.module(CalibrationNetwork().eval()), self.tensor(1, 3, 128, 128)
+        prediction = predict_latency(network, x, model)
+        return max(self.per_call(lambda: network(x)) - prediction.seconds, 0.0) / prediction.ops
 
     def seconds_per_mac(self, per_byte: float, conv: float, batch: int = 1) -> float:
         """Seconds per multiply-add (as the kernel runs them: the output width padded to the width block) of a
@@ -362,6 +407,65 @@ class _Bench:
             fixed += conv + (x.nbytes + weight.nbytes + batch * c_out * out * out * x.element_size()) * per_byte
         seconds = self.per_call(lambda: [call() for call in calls], budget=0.1)
         return max(seconds - fixed, 0.0) / total_macs
+
+
+class CalibrationBlock(nn.Module):
+    """A block of :class:`CalibrationNetwork`: a 1x1 convolution widening to ``hidden`` channels, a 3x3 one
+    (depthwise if ``depthwise``), a squeeze-and-excitation gate if ``gate``, a 1x1 convolution to ``out``
+    channels, each followed by a BatchNorm (and a ReLU6 but the last); the input is added back where the shape
+    allows, or concatenated if ``concat``."""
+
+    def __init__(self, channels: int, hidden: int, out: int, *, stride: int = 1, depthwise: bool = True,
+                 gate: bool = False, concat: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        groups = hidden if depthwise else 1
+        self.body = nn.Sequential(
+            *_conv_bn(channels, hidden, 1), *_conv_bn(hidden, hidden, 3, stride, groups),
+            *([_Gate(hidden)] if gate else []), *_conv_bn(hidden, out, 1, act=False),
+        )  # fmt: skip
+        self.residual = stride == 1 and channels == out and not concat
+        self.concat = concat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        if self.concat:
+            return torch.cat([x, y], 1)
+        return x + y if self.residual else y
+
+
+class _Gate(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.reduce, self.expand = nn.Conv2d(channels, channels // 4, 1), nn.Conv2d(channels // 4, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.expand(F.silu(self.reduce(x.mean((2, 3), keepdim=True)))))
+
+
+def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> list:
+    conv = nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False)
+    return [conv, nn.BatchNorm2d(c_out), *([nn.ReLU6(inplace=True)] if act else [])]
+
+
+class CalibrationNetwork(nn.Sequential):
+    """What :func:`calibrate` measures the in-forward cost of an op on (``context_seconds``): inverted-residual,
+    bottleneck and concatenating blocks, with gates, at the channel counts a pruning leaves (not multiples of 8),
+    for a 128x128 image; none of the models the README measures."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            *_conv_bn(3, 27, 3, 2),
+            CalibrationBlock(27, 83, 29, stride=2),
+            CalibrationBlock(29, 101, 29, gate=True),
+            CalibrationBlock(29, 61, 29, depthwise=False),
+            CalibrationBlock(29, 139, 43, stride=2, gate=True),
+            CalibrationBlock(43, 259, 43, gate=True),
+            CalibrationBlock(43, 117, 21, depthwise=False, concat=True),
+            CalibrationBlock(64, 259, 86, stride=2),
+            CalibrationBlock(86, 339, 86, gate=True),
+            CalibrationBlock(86, 173, 86, depthwise=False),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(86, 10),
+        )  # fmt: skip
 
 
 # (channels, input side, kernel, stride): the depthwise convolutions of MobileNet- and EfficientNet-like networks
@@ -439,6 +543,8 @@ def predict_latency(module: nn.Module, inputs: torch.Tensor | Sequence[torch.Ten
     by_kind = dict(recorder.by_kind)
     if calls[0]:
         by_kind["module call"] = calls[0] * cost_model.module_seconds
+    if recorder.ops and cost_model.context_seconds:
+        by_kind["context"] = recorder.ops * cost_model.context_seconds
     return Prediction(seconds=sum(by_kind.values()), ops=recorder.ops, views=recorder.views, module_calls=calls[0],
                       bytes_moved=recorder.bytes_moved, macs=recorder.macs, by_op=dict(recorder.seconds),
                       by_kind=by_kind)  # fmt: skip
@@ -482,7 +588,7 @@ _SPECIAL = {"silu", "silu_", "sigmoid", "sigmoid_", "gelu", "tanh", "tanh_", "ex
             "_softmax", "softmax", "_log_softmax", "log_softmax", "log", "pow"}  # fmt: skip
 
 
-KINDS = ("conv", "grouped conv", "norm", "pool", "special", "cat", "op", "view", "module call")
+KINDS = ("conv", "grouped conv", "norm", "pool", "special", "cat", "op", "view", "module call", "context")
 """The pricing rules a prediction is broken down by (:attr:`Prediction.by_kind`)."""
 
 
@@ -511,7 +617,9 @@ def _op_cost(model: CostModel, kind: str, args, out, moved: int, macs: int) -> f
         kernel = args[1] if isinstance(args[1], (list, tuple)) else [args[1]]
         return model.op_seconds + _tensors(out)[0].numel() * math.prod(kernel) * model.seconds_per_pool_tap
     if kind == "grouped conv":
-        return model.conv_seconds + moved * model.seconds_per_grouped_byte
+        aligned = args[1].shape[0] % model.channel_block == 0
+        per_byte = model.seconds_per_grouped_byte if aligned else model.seconds_per_unaligned_grouped_byte
+        return model.grouped_conv_seconds + moved * per_byte
     if kind == "conv":
         per_mac = model.seconds_per_batched_mac if args[0].shape[0] >= BATCHED else model.seconds_per_mac
         return model.conv_seconds + model.moving(moved) + macs * per_mac

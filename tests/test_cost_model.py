@@ -18,11 +18,12 @@ from fx_upscale import PruneSpec
 from fx_upscale import cost_model as cm
 
 UNIT = cm.CostModel("cpu", "float64", "eager", 1, view_seconds=10.0, op_seconds=1.0, conv_seconds=100.0,
-                    norm_seconds=1000.0, input_seconds=0.5, module_seconds=0.25, seconds_per_byte=1e-3,
-                    seconds_per_memory_byte=1e-3,
-                    seconds_per_grouped_byte=1e-2, seconds_per_special_byte=1e-1, seconds_per_fresh_byte=1.0,
-                    seconds_per_norm_byte=1e-3, seconds_per_pool_tap=1e-2,
-                    seconds_per_mac=1e-6, seconds_per_batched_mac=1e-7, channel_block=1)  # fmt: skip
+                    grouped_conv_seconds=300.0, norm_seconds=1000.0, input_seconds=0.5, module_seconds=0.25,
+                    context_seconds=0.0, seconds_per_byte=1e-3, seconds_per_memory_byte=1e-3,
+                    seconds_per_grouped_byte=1e-2, seconds_per_unaligned_grouped_byte=2e-2,
+                    seconds_per_special_byte=1e-1, seconds_per_fresh_byte=1.0, seconds_per_norm_byte=1e-3,
+                    seconds_per_pool_tap=1e-2, seconds_per_mac=1e-6, seconds_per_batched_mac=1e-7,
+                    channel_block=1)  # fmt: skip
 
 
 @pytest.fixture
@@ -40,6 +41,8 @@ def test_calibration_measures_every_constant_and_is_cached_per_device_dtype_back
     assert all(0 < t < 1e-2 for t in times) and eager.input_seconds >= 0 and eager.module_seconds >= 0
     assert eager.seconds_per_fresh_byte >= 0 and eager.seconds_per_special_byte > eager.seconds_per_byte
     assert eager.seconds_per_norm_byte > 0 and eager.seconds_per_pool_tap > 0
+    assert eager.grouped_conv_seconds > eager.op_seconds and eager.seconds_per_unaligned_grouped_byte > 0
+    assert 0 <= eager.context_seconds < 1e-3
     assert eager.channel_block in (4, 8, 16)
     compiled = replace(eager, backend="compile", view_seconds=0.0, input_seconds=0.0, module_seconds=0.0)
     assert cm.save_cost_model(eager) == cm.save_cost_model(compiled) == cache
@@ -103,6 +106,38 @@ def test_transcendental_ops_and_large_fresh_outputs_cost_more_per_byte():
     assert fresh.seconds == pytest.approx(relu.seconds + x.nbytes * 1.0)
     in_place = cm.predict_latency(nn.ReLU(inplace=True), x.clone(), replace(UNIT, fresh_bytes=x.nbytes - 1))
     assert in_place.seconds == pytest.approx(relu.seconds)  # relu_ writes into its input: no fresh buffer
+
+
+def test_a_depthwise_convolution_pays_its_own_fixed_cost_and_more_per_byte_where_its_channels_are_unaligned():
+    x = torch.randn(1, 12, 5, 5, dtype=torch.float64)
+    depthwise = nn.Conv2d(12, 12, 3, padding=1, groups=12, bias=False).double()
+    moved = 8 * (x.numel() + 12 * 9 + x.numel())
+    assert cm.predict_latency(depthwise, x, UNIT).seconds == pytest.approx(300 + moved * 1e-2)
+    aligned = cm.predict_latency(depthwise, x, replace(UNIT, channel_block=4)).seconds
+    unaligned = cm.predict_latency(depthwise, x, replace(UNIT, channel_block=8)).seconds
+    assert aligned == pytest.approx(300 + moved * 1e-2) and unaligned == pytest.approx(300 + moved * 2e-2)
+
+
+def test_every_op_of_a_forward_pays_the_in_context_cost_and_so_does_a_planned_gather():
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    plain = cm.predict_latency(ConvNarrowCat().double(), x, UNIT)
+    in_context = cm.predict_latency(ConvNarrowCat().double(), x, replace(UNIT, context_seconds=7.0))
+    assert in_context.by_kind["context"] == 2 * 7.0  # the convolution and the cat; the narrow views are free
+    assert in_context.seconds == pytest.approx(plain.seconds + 2 * 7.0) and "context" not in plain.by_kind
+    assert replace(UNIT, context_seconds=7.0).gather(80) == pytest.approx(UNIT.gather(80) + 7.0)
+    assert replace(UNIT, context_seconds=7.0).cat(1, 2, 80) == pytest.approx(UNIT.cat(1, 2, 80) + 7.0)
+
+
+def test_the_in_context_cost_is_measured_on_a_network_of_pruned_blocks():
+    network = cm.CalibrationNetwork().eval()
+    x = torch.randn(1, 3, 128, 128)
+    assert network(x).shape == (1, 10)
+    convolutions = [m for m in network.modules() if isinstance(m, nn.Conv2d)]
+    assert any(m.groups > 1 for m in convolutions) and any(m.kernel_size == (3, 3) and m.groups == 1
+                                                            for m in convolutions)  # fmt: skip
+    assert any(m.out_channels % 8 for m in convolutions)  # widths a pruning leaves
+    prediction = cm.predict_latency(network, x, UNIT)
+    assert {"cat", "special", "grouped conv", "conv", "norm"} <= set(prediction.by_kind)
 
 
 def test_a_pooling_is_priced_by_its_window_taps():

@@ -16,6 +16,7 @@ from .models import DTYPES
 
 RATES = {
     "seconds_per_byte": "GB/s", "seconds_per_memory_byte": "GB/s", "seconds_per_grouped_byte": "GB/s",
+    "seconds_per_unaligned_grouped_byte": "GB/s",
     "seconds_per_special_byte": "GB/s", "seconds_per_norm_byte": "GB/s", "seconds_per_fresh_byte": "GB/s",
     "seconds_per_pool_tap": "G taps/s", "seconds_per_mac": "G multiply-adds/s",
     "seconds_per_batched_mac": "G multiply-adds/s",

@@ -200,7 +200,7 @@ def _add_calibrate_parser(commands) -> None:
         "calibrate",
         help="measure the latency cost model's constants here and cache them",
         description="Time narrow views, small ops, convolutions, batch norms, cat inputs, copies and multiply-adds "
-        "on this machine (a few seconds per backend) and cache the constants under the device, dtype, backend, "
+        "on this machine (about fifteen seconds per backend) and cache the constants under the device, dtype, backend, "
         "thread count and torch version (in $FX_UPSCALE_CACHE, default ~/.cache/fx_upscale): exports made with "
         "mode upscale there choose each consumer's access by the latency they predict.",
     )
