@@ -14,8 +14,7 @@ model:
   ``grouped_conv_seconds`` (on a CPU its kernel is set up afresh on each call: tens of microseconds) and is priced
   by the bytes it moves, at ``seconds_per_grouped_byte`` (``seconds_per_unaligned_grouped_byte`` where its
   channel count is no multiple of ``channel_block``: a CPU kernel copies such tensors into and out of a padded
-  layout by a slower path); a batch norm costs ``norm_seconds`` instead of
-  ``op_seconds``;
+  layout by a slower path); a batch norm costs ``norm_seconds`` instead of ``op_seconds``;
 - an element-wise op computing a transcendental function (SiLU, sigmoid, GELU, exp, softmax, ...) moves its bytes
   at ``seconds_per_special_byte``, a batch norm at ``seconds_per_norm_byte``; a max or average pooling costs
   ``seconds_per_pool_tap`` per output element and window tap;
@@ -562,7 +561,7 @@ class _OpRecorder(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func.overloadpacket.__name__
-        if _is_view(func):
+        if is_view(func):
             self.views += 1
             cost, kind = self.model.view_seconds, "view"
         else:
@@ -639,7 +638,8 @@ def _in_place(func) -> bool:
     return _writes(func) is True
 
 
-def _is_view(func) -> bool:
+def is_view(func) -> bool:
+    """Whether the aten op ``func`` returns a view of an input (``narrow``, ``view``, ``t``): dispatch, no kernel."""
     return _writes(func) is False
 
 
