@@ -253,7 +253,9 @@ def calibrate(device: torch.device | str = "cpu", dtype: torch.dtype = torch.flo
     check_backend(backend)
     device = torch.device(device)
     bench = _Bench(device, dtype, trials)
-    measured = [_measure(bench) for _ in range(passes)]
+    with torch.random.fork_rng(devices=[]):  # the modules it builds draw their weights; the caller's state is kept
+        torch.manual_seed(0)
+        measured = [_measure(bench) for _ in range(passes)]
     constants = {name: statistics.median(getattr(m, name) for m in measured)
                  for name, value in asdict(measured[0]).items() if isinstance(value, float)}  # fmt: skip
     return _for_backend(replace(measured[0], **constants), backend)
@@ -389,7 +391,6 @@ class _Bench:
 
     def context_seconds(self, model: CostModel) -> float:
         """Seconds per op that a forward of :class:`CalibrationNetwork` takes beyond ``model``'s prediction."""
-        torch.manual_seed(0)
         network, x = self.module(CalibrationNetwork().eval()), self.tensor(1, 3, 128, 128)
         prediction = predict_latency(network, x, model)
         return max(self.per_call(lambda: network(x)) - prediction.seconds, 0.0) / prediction.ops

@@ -43,6 +43,11 @@ def test_calibration_measures_every_constant_and_is_cached_per_device_dtype_back
     assert eager.seconds_per_norm_byte > 0 and eager.seconds_per_pool_tap > 0
     assert eager.grouped_conv_seconds > eager.op_seconds and eager.seconds_per_unaligned_grouped_byte > 0
     assert 0 <= eager.context_seconds < 1e-3
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    cm.calibrate(trials=1, passes=1)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random state is left alone
     assert eager.channel_block in (4, 8, 16)
     compiled = replace(eager, backend="compile", view_seconds=0.0, input_seconds=0.0, module_seconds=0.0)
     assert cm.save_cost_model(eager) == cm.save_cost_model(compiled) == cache
