@@ -135,11 +135,10 @@ def main() -> None:
         unpruned = torchvision.models.get_model(name, weights=None).eval()
         for batch in args.batch:
             x = torch.randn(batch, 3, 224, 224)
-            model = unpruned
+            variants = {"unpruned": unpruned}
             if args.variant != "unpruned":
-                model = build_variants(unpruned, x, amount=0.3, cost_models={"eager": cost_model})["eager"][
-                    args.variant
-                ]
+                variants = build_variants(unpruned, x, amount=0.3, cost_models={"eager": cost_model})["eager"]
+            model = variants[args.variant]
             parts = (
                 depthwise_row(model, x, cost_model),
                 ops_row(model, x, cost_model),
